@@ -15,7 +15,7 @@ def check_features(features: torch.Tensor) -> None:
         raise ValueError(f"features is empty: shape {tuple(features.shape)}; every dimension of [F, N, D] must be >= 1")
     if not features.is_floating_point():
         raise TypeError(f"features must be floating point, got {features.dtype}")
-    if not bool(torch.isfinite(features).all()):
+    if not _all_finite(features):
         raise ValueError("features contain NaN or Inf; check the vision encoder output (e.g. fp16 overflow) before compressing")
 
 
@@ -33,5 +33,13 @@ def check_aux(name: str, tensor: torch.Tensor | None, features: torch.Tensor, me
     ok = tensor.dim() == (3 if trailing else 2) and tuple(tensor.shape[:2]) == (f, n)
     if not ok:
         raise ValueError(f"{name} must have shape {want} = ({f}, {n}{', d' if trailing else ''}), got {tuple(tensor.shape)}")
-    if not bool(torch.isfinite(tensor).all()):
+    if not _all_finite(tensor):
         raise ValueError(f"{name} contain NaN or Inf")
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    # one reduction instead of an elementwise mask: NaN/Inf always propagate into the sum; a finite tensor whose sum
+    # overflows falls through to the exact check
+    if bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())

@@ -22,7 +22,9 @@ def low_variance_channels(x: torch.Tensor, ratio: float = CHANNEL_RATIO) -> torc
     variances = x.var(dim=0, unbiased=False)
     k = max(1, int(x.shape[-1] * ratio))
     idx = torch.topk(variances, k=k, largest=False).indices
-    return x[:, idx]
+    # ascending channel order: index_select on sorted columns is several times faster than fancy indexing on CPU;
+    # the order of the kept channels does not change any result (they are only summed over)
+    return x.index_select(1, idx.sort().values)
 
 
 def multi_scale_gaussian(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:

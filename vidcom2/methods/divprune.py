@@ -42,8 +42,8 @@ def max_min_diversity(x: torch.Tensor, k: int) -> torch.Tensor:
     for _ in range(k - 1):
         j = int(torch.argmax(mind))
         chosen.append(j)
-        mind = torch.minimum(mind, dist[j])
-        mind[chosen] = float("-inf")
+        mind = torch.minimum(mind, dist[j])  # min(-inf, .) keeps earlier picks excluded
+        mind[j] = float("-inf")
     return torch.tensor(sorted(chosen), dtype=torch.long, device=x.device)
 
 
