@@ -1,0 +1,476 @@
+"""Hook (b): in-LLM visual-token pruning during prefill (FastV, PDrop) with scoped hooks, no eager attention.
+
+Recipe: /work/shared/spec/hooks_transformers.md section 5 (transformers 5.23). The text model computes cos/sin and
+the causal mask once and hands them to every decoder layer, so pruning needs only:
+
+- a registered attention function (``AttentionInterface`` + ``AttentionMaskInterface`` under a new name, e.g.
+  ``vidcom2_in_llm_sdpa``), switched on the **text config only** and restored in ``finally``. It wraps the real
+  backend and, for FastV, computes only the last prompt query's attention row at layer ``K-1`` during prefill
+  (``[kv_len]`` floats; never a full attention matrix, never a second pass of the layer);
+- forward pre-hooks on the decoder layers from the first pruning layer on, which slice the hidden states, cos/sin,
+  text position ids and a 4-D mask (prefill), and during decode gather mask columns or renumber positions;
+- for Qwen3-VL with a pruning layer before the last DeepStack layer, an instance-scoped wrap of
+  ``_deepstack_process`` that gathers ``visual_pos_masks`` and the DeepStack rows with the kept indices (5.4).
+
+Layers below the first pruning layer keep the full KV cache; deeper layers keep only the survivors, so the
+``DynamicCache`` holds per-layer lengths (``StaticCache`` is refused). Batch size 1 only (keep counts would differ
+between rows). FastV keeps original positions; PDrop renumbers contiguously (official) on 1-D RoPE models and, by
+default, keeps the original M-RoPE positions on Qwen models (PDrop has no official M-RoPE code; ``position_mode``
+records the choice).
+
+``mode="mask"`` is the reference used by the equivalence tests: the same scores and selections, but the full
+sequence runs through every layer and the dropped columns are hidden by a 4-D mask from the pruning layer on.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from vidcom2.budget import check_ratio, count, keep_highest
+
+NAME_PREFIX = "vidcom2_in_llm_"
+# id(attention module) -> callback(module, query, key, attention_mask, kwargs). Filled only inside `pruning`.
+_ACTIVE: dict[int, Callable] = {}
+_DISPATCHERS: dict[str, Callable] = {}
+
+MODES = ("prune", "mask")
+POSITION_MODES = ("original", "contiguous")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registered attention function: a stateless dispatcher per wrapped backend.
+
+
+def _dispatcher(backend: str) -> Callable:
+    """The attention function registered as ``NAME_PREFIX + backend``: runs the module's callback (if a pruning
+    context registered one for this module) on the post-RoPE q/k, then the real backend."""
+    if backend in _DISPATCHERS:
+        return _DISPATCHERS[backend]
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        callback = _ACTIVE.get(id(module))
+        if callback is not None:
+            callback(module, query, key, attention_mask, kwargs)
+        if backend == "eager":
+            # eager is not in the interface; each modeling file has its own (identical) eager function
+            real = sys.modules[type(module).__module__].eager_attention_forward
+        else:
+            real = ALL_ATTENTION_FUNCTIONS[backend]
+        return real(module, query, key, value, attention_mask, **kwargs)
+
+    attention.__name__ = f"{NAME_PREFIX}{backend}"
+    _DISPATCHERS[backend] = attention
+    return attention
+
+
+def _register(backend: str) -> str:
+    """Register (idempotently) the dispatcher and the backend's mask function under a new name; return the name.
+
+    Both registrations are required: with an unknown name ``create_causal_mask`` returns ``None``. The name keeps
+    ``flash`` in it for flash backends because transformers branches on ``"flash" in _attn_implementation``.
+    The registered entries are stateless (the per-call state lives in ``_ACTIVE`` and is removed on exit).
+    """
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    if backend != "eager" and backend not in ALL_ATTENTION_FUNCTIONS:
+        raise ValueError(f"in-LLM pruning cannot wrap attention implementation {backend!r} (not registered)")
+    if backend not in ALL_MASK_ATTENTION_FUNCTIONS:
+        raise ValueError(
+            f"in-LLM pruning cannot wrap attention implementation {backend!r}: it has no mask function; "
+            "load the model with attn_implementation='sdpa' (CPU default) or 'flash_attention_2'"
+        )
+    name = NAME_PREFIX + backend
+    if name not in AttentionInterface._global_mapping:
+        AttentionInterface.register(name, _dispatcher(backend))
+    if name not in AttentionMaskInterface._global_mapping:
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[backend])
+    return name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plans: what to prune where.
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Before decoder layer ``layer`` runs (prefill), keep ``keep`` visual tokens (of the original candidates)."""
+
+    layer: int
+    keep: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """score: ``"attention_row"`` (FastV: last query's row inside layer ``stage.layer - 1``'s attention) or
+    ``"recompute"`` (PDrop: the row recomputed with layer ``stage.layer``'s norm and q/k projections)."""
+
+    method: str
+    stages: tuple[Stage, ...]
+    score: str
+    position_mode: str
+    hparams: dict = field(default_factory=dict)
+
+
+def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *, mrope: bool) -> Plan:
+    """The pruning plan of an in-LLM method instance for a model with ``num_layers`` decoder layers."""
+    r = check_ratio(retention_ratio)
+    name = method.info.name
+    given = getattr(method, "num_layers", None)
+    if given is not None and int(given) != num_layers:
+        raise ValueError(f"{name}: num_layers={given} but the model has {num_layers} decoder layers; leave it None")
+    if name == "fastv":
+        from vidcom2.methods.fastv import keep_fraction
+
+        k = int(method.prune_layer)
+        if not 1 <= k < num_layers:
+            raise ValueError(f"fastv: prune_layer must be in [1, {num_layers - 1}] for a {num_layers}-layer LLM, got {k}")
+        rho = keep_fraction(r, num_layers, k, method.budget_mode)
+        return Plan("fastv", (Stage(k, count(rho, num_visual)),), "attention_row", "original", {"rho": rho})
+    if name == "pdrop":
+        from vidcom2.methods.pdrop import schedule
+
+        sched = schedule(r, num_layers, method.layers, method.budget_mode)
+        stages = tuple(Stage(int(layer), count(frac, num_visual)) for layer, frac in sched)
+        mode = "original" if mrope else "contiguous"
+        return Plan("pdrop", stages, "recompute", mode, {"schedule": [(int(a), float(b)) for a, b in sched]})
+    raise ValueError(f"no in-LLM pruning for method {name!r}; in-LLM methods here: 'fastv', 'pdrop'")
+
+
+def layer_counts(plan: Plan, num_layers: int, num_visual: int) -> list[int]:
+    """Visual tokens processed by each decoder layer during prefill, ``[L]`` ints (baselines.md 1)."""
+    counts, current, stages = [], num_visual, {s.layer: s.keep for s in plan.stages}
+    for layer in range(num_layers):
+        current = stages.get(layer, current)
+        counts.append(current)
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small tensor helpers.
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Standard rotate-half RoPE; ``x [B, H, n, d]``, ``cos/sin [B, n, d]`` (M-RoPE already composed)."""
+    return x * cos.unsqueeze(1) + _rotate_half(x) * sin.unsqueeze(1)
+
+
+def last_row(query: torch.Tensor, key: torch.Tensor, scaling: float, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention probabilities of the last query, mean over heads: ``[kv_len]`` float32.
+
+    query ``[1, Hq, q_len, d]`` and key ``[1, Hkv, kv_len, d]`` post-RoPE, before GQA repetition; kv head ``j``
+    serves query heads ``j*r .. j*r+r-1`` (transformers' ``repeat_kv``). ``mask``: optional 4-D mask of the
+    call (bool: True = attend; float: additive); its last query row is applied.
+    """
+    hq, hkv = query.shape[1], key.shape[1]
+    q = query[:, :, -1:, :].float()
+    k = key.float().repeat_interleave(hq // hkv, dim=1)
+    logits = (q @ k.transpose(-1, -2)) * scaling  # [1, Hq, 1, kv_len]
+    if mask is not None:
+        m = mask[:, :, -1:, -k.shape[-2] :]
+        logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.float()
+    return torch.softmax(logits, dim=-1).mean(dim=1).reshape(-1)
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool ``[n]``: the ``k`` highest scores (ties: lower index first), the library's rule."""
+    return keep_highest(scores.float().view(1, -1), torch.tensor([k])).view(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pruning context.
+
+
+@dataclass
+class PruneState:
+    """What one pruning context saw. ``rows``: layer -> score row over the sequence entering that stage
+    (``[n]`` float32); ``keep``: layer -> kept original prompt indices ``[n']`` (sorted) from that layer on;
+    ``visual_per_layer``: visual tokens each layer processed in the last prefill."""
+
+    plan: Plan
+    num_layers: int
+    rows: dict = field(default_factory=dict)
+    keep: dict = field(default_factory=dict)
+    visual_per_layer: list = field(default_factory=list)
+    prefills: int = 0
+    # per-prefill working state
+    visual: torch.Tensor | None = None  # bool [L] candidates of this forward
+    phase: str = "idle"
+    current: torch.Tensor | None = None  # original indices of the sequence the last layer processed
+    layer_keep: dict = field(default_factory=dict)  # layer -> original indices used by that layer (>= first stage)
+    cos_sin: dict = field(default_factory=dict)  # layer -> (cos, sin) for contiguous prefill
+    prompt_len: int = 0
+
+
+def _is_mrope(text_model) -> bool:
+    rope = getattr(text_model.config, "rope_parameters", None) or {}
+    return "mrope_section" in rope
+
+
+def _check_cache(past) -> None:
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    if past is None:
+        return
+    if not isinstance(past, DynamicCache) or not all(type(layer) is DynamicLayer for layer in past.layers):
+        raise ValueError(
+            f"in-LLM pruning needs a DynamicCache of full-attention DynamicLayers (layers hold different lengths "
+            f"after pruning); got {type(past).__name__}. Do not pass cache_implementation='static' or a StaticCache."
+        )
+
+
+@contextmanager
+def pruning(
+    model,
+    text_model,
+    layers,
+    visual: torch.Tensor,
+    plan: Plan,
+    *,
+    mode: str = "prune",
+    position_mode: str | None = None,
+) -> Iterator[PruneState]:
+    """Attach in-LLM pruning to ``text_model`` for the duration of the block; everything is undone on exit.
+
+    visual: bool ``[L]`` (or ``[1, L]``) prompt positions that are pruning candidates (video tokens without
+        layout tokens such as LLaVA's newline, which is always kept).
+    layers: the decoder layers (``text_model.layers``). mode: ``prune`` (real slicing) or ``mask`` (reference).
+    position_mode: ``original`` or ``contiguous``; default ``plan.position_mode``.
+    Yields a :class:`PruneState` (rows, kept indices, per-layer counts) filled during the forward passes.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    position_mode = position_mode or plan.position_mode
+    if position_mode not in POSITION_MODES:
+        raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {position_mode!r}")
+    visual = torch.as_tensor(visual).reshape(-1).bool()
+    num_layers = len(layers)
+    first = min(s.layer for s in plan.stages)
+    stages = {s.layer: s for s in plan.stages}
+    if not 1 <= first or max(stages) >= num_layers:
+        raise ValueError(f"pruning layers {sorted(stages)} must lie in [1, {num_layers - 1}]")
+    state = PruneState(plan=plan, num_layers=num_layers)
+    mrope = _is_mrope(text_model)
+    config = text_model.config
+    old_impl = config._attn_implementation
+    handles = []
+    had_deepstack = "_deepstack_process" in vars(text_model)
+
+    def on_text_forward(module, args, kwargs):
+        past = kwargs.get("past_key_values")
+        _check_cache(past)
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:
+            raise ValueError("in-LLM pruning expects the text model to be called with inputs_embeds (the VLM path)")
+        if embeds.shape[0] != 1:
+            raise ValueError(f"in-LLM pruning supports batch size 1 only (got {embeds.shape[0]}); run one sample at a time")
+        if past is not None and past.get_seq_length() > 0:
+            state.phase = "decode"
+            return None
+        n = embeds.shape[1]
+        if n < visual.numel():
+            raise ValueError(f"prompt of {n} tokens is shorter than the visual mask ({visual.numel()})")
+        # without a cache every forward is a prefill of prompt + generated tokens (never candidates)
+        state.visual = torch.cat([visual, visual.new_zeros(n - visual.numel())]).to(embeds.device)
+        state.phase, state.prompt_len, state.prefills = "prefill", n, state.prefills + 1
+        state.current = torch.arange(n, device=embeds.device)
+        state.layer_keep, state.cos_sin, state.rows, state.keep = {}, {}, {}, {}
+        n_vis = int(state.visual.sum())
+        state.visual_per_layer = layer_counts(plan, num_layers, n_vis) if mode == "prune" else [n_vis] * num_layers
+        for s in plan.stages:
+            if s.keep > n_vis:
+                raise ValueError(f"{plan.method}: stage at layer {s.layer} keeps {s.keep} > {n_vis} visual tokens")
+        return None
+
+    def on_attention(stage_layer):
+        def callback(module, query, key, attention_mask, kwargs):
+            # FastV: the last prompt query's row at layer K-1, prefill only (O(kv_len) memory).
+            if state.phase == "prefill" and query.shape[2] > 1:
+                scaling = kwargs.get("scaling") or module.scaling
+                state.rows[stage_layer] = last_row(query, key, scaling, attention_mask)
+
+        return callback
+
+    def recompute_row(layer_idx, hidden, cos, sin, mask) -> torch.Tensor:
+        # PDrop: layer l's own input_layernorm / q_proj / k_proj (+ q_norm/k_norm) and RoPE at the current positions.
+        layer = layers[layer_idx]
+        attn = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        d = attn.head_dim
+        q = attn.q_proj(x[:, -1:]).view(1, 1, -1, d)
+        k = attn.k_proj(x).view(1, x.shape[1], -1, d)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q = _rope(q.transpose(1, 2), cos[:, -1:], sin[:, -1:])
+        k = _rope(k.transpose(1, 2), cos, sin)
+        return last_row(q, k, attn.scaling, mask)
+
+    def mask_mode_mask(existing, keep_bool, q_len, kv_len, device):
+        # Reference: hide dropped key columns (the diagonal stays so dropped query rows never see an empty row).
+        cols = torch.ones(kv_len, dtype=torch.bool, device=device)
+        cols[: keep_bool.numel()] = keep_bool
+        q_pos = torch.arange(kv_len - q_len, kv_len, device=device).view(-1, 1)
+        allowed = (torch.arange(kv_len, device=device).view(1, -1) <= q_pos) & (
+            cols.view(1, -1) | (torch.arange(kv_len, device=device).view(1, -1) == q_pos)
+        )
+        allowed = allowed.view(1, 1, q_len, kv_len)
+        if existing is None:
+            return allowed
+        if existing.dtype == torch.bool:
+            return existing & allowed
+        return existing.masked_fill(~allowed, torch.finfo(existing.dtype).min)
+
+    def on_layer(layer_idx):
+        def hook(module, args, kwargs):
+            if state.phase == "prefill":
+                return prefill(layer_idx, args, kwargs)
+            if state.phase == "decode":
+                return decode(layer_idx, args, kwargs)
+            return None
+
+        return hook
+
+    def prefill(layer_idx, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        cos, sin = kwargs["position_embeddings"]
+        local = None  # indices into the incoming (prune-mode) sequence when this layer drops tokens
+        if layer_idx in stages:
+            cur = state.current
+            if plan.score == "attention_row":
+                row = state.rows.get(layer_idx)
+                if row is None:
+                    raise RuntimeError(f"{plan.method}: no attention row was recorded at layer {layer_idx - 1}")
+                row = row[cur] if mode == "mask" else row
+            else:
+                earlier = [layer for layer in stages if layer < layer_idx]
+                if position_mode == "contiguous" and earlier:
+                    c, s = state.cos_sin[max(earlier)]
+                else:
+                    c, s = cos[:, cur], sin[:, cur]
+                mask = kwargs.get("attention_mask")  # the parent's full-prompt mask
+                mask = mask[:, :, cur][:, :, :, cur] if mask is not None else None
+                seq = cur if mode == "mask" else slice(None)
+                row = recompute_row(layer_idx, hidden[:, seq], c, s, mask)
+                state.rows[layer_idx] = row
+            vis_cur = state.visual[cur]
+            chosen = torch.zeros_like(vis_cur)
+            chosen[vis_cur] = _top(row[vis_cur], stages[layer_idx].keep)
+            survive = ~vis_cur | chosen
+            local = survive.nonzero().squeeze(1)
+            state.current = cur[survive]
+            state.keep[layer_idx] = state.current
+            if position_mode == "contiguous":
+                n = state.current.numel()
+                pos = torch.arange(n, device=hidden.device)
+                pos = pos.view(1, 1, -1).expand(3, 1, -1) if mrope else pos.view(1, -1)
+                state.cos_sin[layer_idx] = text_model.rotary_emb(hidden, pos)
+        if layer_idx < first:
+            return None
+        keep = state.current
+        state.layer_keep[layer_idx] = keep
+        stage_layer = max(layer for layer in stages if layer <= layer_idx)
+        if mode == "prune":
+            if local is not None:
+                hidden = hidden.index_select(1, local)
+            if position_mode == "contiguous":
+                kwargs["position_embeddings"] = state.cos_sin[stage_layer]
+                if kwargs.get("position_ids") is not None:
+                    kwargs["position_ids"] = torch.arange(keep.numel(), device=keep.device).view(1, -1)
+            else:
+                kwargs["position_embeddings"] = (cos[:, keep], sin[:, keep])
+                if kwargs.get("position_ids") is not None:
+                    kwargs["position_ids"] = kwargs["position_ids"][..., keep]
+            mask = kwargs.get("attention_mask")
+            if mask is not None:
+                kwargs["attention_mask"] = mask[:, :, keep][:, :, :, keep]
+        else:
+            n = hidden.shape[1]
+            kept_bool = torch.zeros(n, dtype=torch.bool, device=hidden.device)
+            kept_bool[keep] = True
+            if position_mode == "contiguous":
+                # dropped tokens take the rank of the previous survivor (their values never reach a survivor)
+                rank = (kept_bool.long().cumsum(0) - 1).clamp(min=0)
+                pos = rank.view(1, 1, -1).expand(3, 1, -1) if mrope else rank.view(1, -1)
+                kwargs["position_embeddings"] = text_model.rotary_emb(hidden, pos)
+                if kwargs.get("position_ids") is not None:
+                    kwargs["position_ids"] = rank.view(1, -1)
+            kwargs["attention_mask"] = mask_mode_mask(kwargs.get("attention_mask"), kept_bool, n, n, hidden.device)
+        if args:
+            args = (hidden, *args[1:])
+        else:
+            kwargs["hidden_states"] = hidden
+        return args, kwargs
+
+    def decode(layer_idx, args, kwargs):
+        if layer_idx < first:
+            return None
+        keep = state.layer_keep[layer_idx]
+        past = kwargs.get("past_key_values")
+        hidden = args[0] if args else kwargs["hidden_states"]
+        q_len = hidden.shape[1]
+        cache_len = past.layers[layer_idx].get_seq_length() if past is not None else 0
+        mask = kwargs.get("attention_mask")
+        prompt_len = state.prompt_len
+        if mode == "prune":
+            if mask is not None:
+                kv_full = mask.shape[-1]
+                cols = torch.cat([keep, torch.arange(prompt_len, kv_full, device=keep.device)])
+                kwargs["attention_mask"] = mask[..., cols]
+        else:
+            kv_full = cache_len + q_len
+            kept_bool = torch.zeros(prompt_len, dtype=torch.bool, device=hidden.device)
+            kept_bool[keep] = True
+            kwargs["attention_mask"] = mask_mode_mask(mask, kept_bool, q_len, kv_full, hidden.device)
+        if position_mode == "contiguous":
+            dropped = prompt_len - keep.numel() if mode == "mask" else 0
+            start = cache_len - dropped
+            pos = torch.arange(start, start + q_len, device=hidden.device)
+            pos3 = pos.view(1, 1, -1).expand(3, 1, -1) if mrope else pos.view(1, -1)
+            kwargs["position_embeddings"] = text_model.rotary_emb(hidden, pos3)
+            if kwargs.get("position_ids") is not None:
+                kwargs["position_ids"] = pos.view(1, -1)
+        return args, kwargs
+
+    def deepstack(original):
+        def wrapped(hidden_states, visual_pos_masks, visual_embeds):
+            if state.phase == "prefill" and hidden_states.shape[1] != visual_pos_masks.shape[1]:
+                keep = state.current
+                full = visual_pos_masks.reshape(-1).to(keep.device)
+                rows = (full.long().cumsum(0) - 1)[keep][full[keep]]
+                return original(hidden_states, full[keep].view(1, -1), visual_embeds[rows.to(visual_embeds.device)])
+            return original(hidden_states, visual_pos_masks, visual_embeds)
+
+        return wrapped
+
+    try:
+        name = _register(old_impl)
+        handles.append(text_model.register_forward_pre_hook(on_text_forward, with_kwargs=True))
+        for layer_idx in range(first, num_layers):
+            handles.append(layers[layer_idx].register_forward_pre_hook(on_layer(layer_idx), with_kwargs=True))
+        if plan.score == "attention_row":
+            for s in plan.stages:
+                _ACTIVE[id(layers[s.layer - 1].self_attn)] = on_attention(s.layer)
+        if hasattr(text_model, "_deepstack_process") and mode == "prune":
+            text_model._deepstack_process = deepstack(text_model._deepstack_process)
+        config._attn_implementation = name
+        yield state
+    finally:
+        config._attn_implementation = old_impl
+        for s in plan.stages:
+            _ACTIVE.pop(id(layers[s.layer - 1].self_attn), None)
+        for h in handles:
+            h.remove()
+        if not had_deepstack and "_deepstack_process" in vars(text_model):
+            del text_model._deepstack_process
+        state.phase = "idle"
