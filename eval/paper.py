@@ -1,0 +1,159 @@
+"""The VidCom2 paper's published numbers, its method names, and its two averaging rules.
+
+Source: ``results/paper/paper_results.csv`` (the five tables of the VidCom2 project page, arXiv 2505.14454) and
+``results/paper/methods.csv`` (paper method name -> registry name -> display label).
+
+The averaging rules were recovered from the paper's own rows (see ``tests/eval/test_report_paper.py``):
+
+- "Avg." (``avg_score``, Qwen3-VL-30B-A3B table) is the plain mean of the seven accuracy columns
+  MVBench, LongVideoBench, MLVU, VideoMME overall, short, medium, long — VideoMME counts four times. It reproduces
+  all four published values to 0.1.
+- "average relative accuracy" (``avg_relative_pct``) is the mean over the same seven columns of
+  ``score / vanilla score``, times 100, against the vanilla row of the same model and frame count. Rounded to one
+  decimal it reproduces 36 of the 39 published values exactly; the other three (LLaVA-OV-7B at 25%: FastV,
+  PDrop, Random) differ by 0.1 in the last digit (94.98/94.16/94.85 computed vs 94.9/94.1/94.8 printed). Rules
+  that count VideoMME once (4 columns: 2/39), use only its breakdown (6 columns: 11/39), or divide averaged
+  scores (13/39) do not reproduce the table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
+
+# The paper's accuracy columns, in its order; the scale of every value is 0-100.
+ACCURACY_COLUMNS = (
+    "mvbench",
+    "longvideobench",
+    "mlvu",
+    "videomme_overall",
+    "videomme_short",
+    "videomme_medium",
+    "videomme_long",
+)
+COLUMN_LABELS = {
+    "mvbench": "MVBench",
+    "longvideobench": "LongVideoBench",
+    "mlvu": "MLVU",
+    "videomme_overall": "VideoMME",
+    "videomme_short": "Short",
+    "videomme_medium": "Medium",
+    "videomme_long": "Long",
+    "avg_score": "Avg.",
+    "avg_relative_pct": "Rel. (%)",
+}
+# benchmark_kind of a record -> the column its headline fills; VideoMME's breakdown fills short/medium/long.
+KIND_COLUMN = {
+    "mvbench": "mvbench",
+    "longvideobench": "longvideobench",
+    "mlvu": "mlvu",
+    "videomme": "videomme_overall",
+}
+
+# The efficiency table's metrics: paper metric name -> (our column, label). Latencies are totals over the
+# benchmark (the paper's 618 s for vanilla LLaVA-OV-7B is the whole of MVBench), memory in GB as printed.
+EFFICIENCY_METRICS = {
+    "llm_generation_latency_s": ("llm_generation_s", "LLM gen. (s)"),
+    "model_generation_latency_s": ("model_generation_s", "Model gen. (s)"),
+    "total_latency_s": ("total_s", "Total"),
+    "gpu_peak_memory_gb": ("peak_memory_gb", "Peak mem. (GB)"),
+    "throughput_samples_per_s": ("throughput", "Throughput (samples/s)"),
+    "mvbench_accuracy": ("accuracy", "Accuracy"),
+}
+
+
+def load_methods(path: Path | None = None) -> pd.DataFrame:
+    """``methods.csv`` as a frame: paper_method, method (registry name), label, note."""
+    frame = pd.read_csv(path or PAPER_DIR / "methods.csv", dtype=str, keep_default_na=False)
+    if frame["paper_method"].duplicated().any() or frame["method"].duplicated().any():
+        raise ValueError(f"{path or PAPER_DIR / 'methods.csv'}: paper_method and method must each be unique")
+    return frame
+
+
+def method_label(method: str, methods: pd.DataFrame | None = None) -> str:
+    """Display label of a registry method name ("vidcom2" -> "VidCom2"); unknown names are returned unchanged."""
+    methods = load_methods() if methods is None else methods
+    hit = methods.loc[methods["method"] == method, "label"]
+    return str(hit.iloc[0]) if len(hit) else method
+
+
+def to_registry_name(paper_method: str, methods: pd.DataFrame | None = None) -> str:
+    """The registry name of a paper method name (``vanilla`` -> ``none``); registry names pass through."""
+    methods = load_methods() if methods is None else methods
+    hit = methods.loc[methods["paper_method"] == paper_method, "method"]
+    if len(hit):
+        return str(hit.iloc[0])
+    if paper_method in set(methods["method"]):
+        return paper_method
+    raise KeyError(
+        f"unknown method {paper_method!r}: add it to {PAPER_DIR / 'methods.csv'} "
+        f"(known paper names: {', '.join(methods['paper_method'])})"
+    )
+
+
+def mmss_to_seconds(text: str) -> float:
+    """'26:03' -> 1563.0 (the paper prints total latency as minutes:seconds)."""
+    minutes, _, seconds = str(text).partition(":")
+    if not seconds:
+        raise ValueError(f"expected mm:ss, got {text!r}")
+    return 60.0 * int(minutes) + float(seconds)
+
+
+def load_published(path: Path | None = None, methods: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The published numbers, tidy: table, model, frames (nullable Int64), paper_method, method (registry
+    name), retention_ratio, metric, value (float), source.
+
+    ``total_latency_mmss`` becomes ``total_latency_s`` in seconds; every other value is a plain float.
+    """
+    path = path or PAPER_DIR / "paper_results.csv"
+    raw = pd.read_csv(path, dtype={"value": str, "model": str, "method": str, "metric": str})
+    missing = {"table", "model", "frames", "method", "retention", "metric", "value"} - set(raw.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    methods = load_methods() if methods is None else methods
+    frame = raw.rename(columns={"method": "paper_method", "retention": "retention_ratio"})
+    frame["method"] = [to_registry_name(m, methods) for m in frame["paper_method"]]
+    frame["frames"] = frame["frames"].astype("Int64")
+    is_mmss = frame["metric"] == "total_latency_mmss"
+    frame["value"] = [mmss_to_seconds(v) if t else float(v) for v, t in zip(frame["value"], is_mmss)]
+    frame.loc[is_mmss, "metric"] = "total_latency_s"
+    frame["retention_ratio"] = frame["retention_ratio"].astype(float).round(4)
+    return frame
+
+
+def average_score(scores: Mapping[str, float], columns: tuple[str, ...] = ACCURACY_COLUMNS) -> float | None:
+    """Mean of the accuracy columns present in ``scores`` (the paper's "Avg."); None if none is present."""
+    values = [float(scores[c]) for c in columns if _present(scores.get(c))]
+    return sum(values) / len(values) if values else None
+
+
+def relative_accuracy(
+    scores: Mapping[str, float], vanilla: Mapping[str, float], columns: tuple[str, ...] = ACCURACY_COLUMNS
+) -> float | None:
+    """The paper's average relative accuracy in %: mean over columns of ``100 * score / vanilla``.
+
+    Only columns present (not None/NaN) in both rows count; None if there is none. With all seven columns this
+    is the paper's rule (module docstring); with fewer, tables say how many columns were used.
+    """
+    ratios = [
+        100.0 * float(scores[c]) / float(vanilla[c])
+        for c in columns
+        if _present(scores.get(c)) and _present(vanilla.get(c)) and float(vanilla[c]) != 0.0
+    ]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def implemented_methods() -> set[str]:
+    """Registry names this project implements (``vidcom2.list_methods()``)."""
+    import vidcom2
+
+    return set(vidcom2.list_methods())
+
+
+def _present(value: object) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
