@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import paper, plots
+from eval import paper, plots, record
 
 DASH = "–"
 RANDOM_MARK = "‡"
@@ -26,10 +26,6 @@ RANDOM_NOTE = (
     f"{RANDOM_MARK} RANDOM WEIGHTS: these rows come from random-weight models (`random_weights: true`); "
     "their accuracy is meaningless and only shows that the pipeline runs."
 )
-REQUIRED_KEYS = (
-    "schema_version", "status", "benchmark", "benchmark_kind", "model", "paper_model", "random_weights", "frames",
-    "method", "method_approximation", "retention_ratio", "seed", "n_samples", "accuracy", "efficiency",
-)  # fmt: skip
 GROUP = ["model_key", "frames"]
 ROW = ["method", "retention_ratio"]
 LATENCY_PARTS = ("vision_encoder", "compression", "prefill", "decode")
@@ -63,16 +59,15 @@ def find_records(root: Path) -> list[Path]:
 
 
 def load_record(path: Path) -> dict:
-    """One record, checked against schema 1; the file path is kept under ``_path``."""
+    """One record, checked against schema 1 (:func:`eval.record.validate`); its path is kept under ``_path``."""
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); delete it and rerun that run") from err
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise ValueError(f"{path}: not a run record, missing keys {missing} (see docs/record_schema.md)")
-    if data["schema_version"] != 1:
-        raise ValueError(f"{path}: schema_version {data['schema_version']!r}; this reporter reads schema 1")
+    try:
+        record.validate(data)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a schema-1 run record: {err} (see docs/record_schema.md)") from err
     return {**data, "_path": str(path)}
 
 
