@@ -9,7 +9,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_M
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-gpu lint clean bench-select
+.PHONY: help install test test-gpu lint clean bench bench-select
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | column -t -s $$'\t'
@@ -29,6 +29,9 @@ test-gpu: install ## run only the GPU tests (needs CUDA)
 
 lint: install ## ruff check
 	$(VENV)/bin/ruff check vidcom2 eval tests scripts
+
+bench: install ## latency / memory / FLOPs of every method vs vanilla on a Qwen2-0.5B-size LLM (BENCH_ARGS="--size 7b" on GPU)
+	$(PY) -m benchmarks.bench_e2e $(BENCH_ARGS)
 
 bench-select: install ## time every method's selection on tensors; writes results/bench/select.json
 	$(PY) -m benchmarks.bench_select

@@ -1,0 +1,283 @@
+"""`make bench`: latency, memory and FLOPs of every method against the limit, measured side by side.
+
+One process builds a random-weight LLaVA-OneVision-architecture model whose LLM has Qwen2-0.5B dimensions (``--size
+0.5b``, CPU default) or Qwen2-7B dimensions with a SigLIP-so400m tower (``--size 7b``, for GPU users), feeds it
+``--frames`` x 196 visual tokens plus a short prompt, and measures, interleaving the variants and taking medians of
+``--repeats`` rounds after a warm-up:
+
+- prefill latency and decode latency per token (device-synchronised timers of ``vidcom2.compress(measure=True)``),
+- selection overhead (the compression step) as a share of vanilla prefill,
+- peak memory: the CUDA allocator's peak on GPU; on CPU the peak RSS growth of one generate call, measured in a forked
+  child so that the variants do not share a high-water mark,
+- analytic prefill FLOPs from the LLM config and the per-layer sequence lengths (eval/measure.py convention).
+
+Ratios are against the vanilla run (method ``none``); ``at_limit`` = prefill_ratio / flops_ratio (1.0 = the latency
+falls exactly as much as the compute). Writes ``results/bench/latest.json``. Weights are random: only the costs mean
+something. Targets are checked and printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import os
+import statistics
+
+import torch
+
+import vidcom2
+from benchmarks.common import machine, markdown_table, sync, write_json
+from eval.measure import LLMShape, layer_prefill_flops
+from vidcom2.budget import count
+from vidcom2.methods import pdrop as pdrop_math
+
+SIZES = {
+    # Qwen2-0.5B (LLaVA-OV-0.5B's LLM) and Qwen2-7B (LLaVA-OV-7B's LLM); vision: tiny / SigLIP-so400m
+    "0.5b": dict(text=dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                           num_key_value_heads=2), vision=dict(hidden_size=32, intermediate_size=64,
+                                                               num_hidden_layers=2, num_attention_heads=2)),
+    "7b": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                         num_key_value_heads=4), vision=dict(hidden_size=1152, intermediate_size=4304,
+                                                             num_hidden_layers=26, num_attention_heads=16)),
+}
+VOCAB = 151936
+TARGETS = {"prefill_at_limit": 1.05, "vidcom2_select_overhead": 0.002, "fastv_peak_mem": 1.02, "none_overhead": 0.01}
+
+
+def build_model(size: str, device, dtype):
+    import transformers as tf
+
+    from vidcom2.testing import tiny
+
+    proc = tiny.processor("llava_onevision")
+    tok = proc.tokenizer
+    dims = SIZES[size]
+    text = tf.Qwen2Config(vocab_size=VOCAB, max_position_embeddings=32768, bos_token_id=None,
+                          eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0, **dims["text"])
+    vision = tf.SiglipVisionConfig(image_size=384, patch_size=14, vision_use_head=False, **dims["vision"])
+    config = tf.LlavaOnevisionConfig(
+        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
+        video_token_index=tok.convert_tokens_to_ids("<video>"), vision_feature_layer=-1,
+        vision_feature_select_strategy="full", tie_word_embeddings=False,
+    )
+    with torch.device(device):
+        torch.manual_seed(0)
+        model = tf.LlavaOnevisionForConditionalGeneration(config)
+    model = model.to(dtype).eval()
+    model.generation_config.pad_token_id = 0
+    return model, proc
+
+
+def make_inputs(proc, frames: int, device, dtype):
+    from vidcom2.testing import tiny
+
+    video = tiny.make_video(frames, 384, 384, seed=0)
+    batch = tiny.inputs("llava_onevision", proc, video, "Describe what happens in the video in one sentence.")
+    batch = {k: v.to(device) for k, v in batch.items()}
+    batch["pixel_values_videos"] = batch["pixel_values_videos"].to(dtype)
+    return batch
+
+
+def variants(ratios):
+    out = [("none", 1.0)]
+    for name in vidcom2.list_methods():
+        if name == "none":
+            continue
+        out += [(name, r) for r in ratios]
+    return out
+
+
+def hparams_for(name: str, ratio: float, frames: int) -> dict:
+    if name == "dycoke_ttm":
+        return {"merge_ratio": 1 - ratio}  # budget-matched TTM has an anchor floor above 0.25 at 32 frames
+    return {}
+
+
+def run_once(model, batch, name, ratio, new_tokens, frames):
+    with vidcom2.compress(model, method=name, retention_ratio=ratio, measure=True, **hparams_for(name, ratio, frames)) as s:
+        model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    return s.samples[-1]
+
+
+def bare_once(model, batch, new_tokens):
+    model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+
+
+def layer_lengths(shape: LLMShape, name: str, ratio: float, stats) -> list[int]:
+    """Tokens processed by each decoder layer in prefill."""
+    text = stats.prompt_tokens_in - stats.visual_tokens_in
+    n_in, n_out = stats.visual_tokens_in, stats.visual_tokens_out
+    info = vidcom2.get_method(name).info
+    if info.stage != "in_llm":
+        return [stats.prompt_tokens_out] * shape.layers
+    if name == "fastv":
+        k = vidcom2.get_method(name).prune_layer
+        return [text + n_in] * k + [text + n_out] * (shape.layers - k)
+    if name == "pdrop":
+        sched = pdrop_math.schedule(ratio, shape.layers)
+        lengths, cur = [], text + n_in
+        bounds = dict(sched)
+        for layer in range(shape.layers):
+            if layer in bounds:
+                cur = text + count(bounds[layer], n_in)
+            lengths.append(cur)
+        return lengths
+    raise ValueError(f"no layer schedule for in-LLM method {name!r}")
+
+
+def _child_peak(conn, model, batch, name, ratio, new_tokens, frames, bare):
+    import psutil
+
+    gc.collect()
+    base = psutil.Process().memory_info().rss
+    import resource
+
+    if bare:
+        bare_once(model, batch, new_tokens)
+    else:
+        run_once(model, batch, name, ratio, new_tokens, frames)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    conn.send(max(peak - base, 0))
+    conn.close()
+
+
+def peak_memory(model, batch, name, ratio, new_tokens, frames, device, bare=False) -> float:
+    if torch.device(device).type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        bare_once(model, batch, new_tokens) if bare else run_once(model, batch, name, ratio, new_tokens, frames)
+        sync(device)
+        return float(torch.cuda.max_memory_allocated() - base)
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child_peak, args=(child, model, batch, name, ratio, new_tokens, frames, bare))
+    proc.start()
+    value = parent.recv()
+    proc.join()
+    return float(value)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="0.5b")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.15])
+    ap.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all registered)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--new-tokens", type=int, default=8)
+    ap.add_argument("--scaling-frames", type=int, nargs="*", default=None,
+                    help="default: 8 16 32 64 128 on CUDA, 8 16 32 on CPU")
+    ap.add_argument("--out", default="results/bench/latest.json")
+    args = ap.parse_args(argv)
+    if args.scaling_frames is None:
+        args.scaling_frames = [8, 16, 32, 64, 128] if args.device.startswith("cuda") else [8, 16, 32]
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+    model, proc = build_model(args.size, args.device, dtype)
+    shape = LLMShape.from_config(model.config)
+    batch = make_inputs(proc, args.frames, args.device, dtype)
+    todo = [v for v in variants(args.ratios) if args.methods is None or v[0] in args.methods or v[0] == "none"]
+    print(f"bench: {args.size} LLM on {args.device} ({dtype}), {args.frames} frames, variants: {len(todo)}, "
+          f"repeats: {args.repeats} (interleaved, medians)", flush=True)
+
+    # warm-up: one pre-LLM and one in-LLM variant plus vanilla (allocator growth, kernel choice, lazy imports)
+    for name, r in [v for v in todo if v[0] in ("none", "vidcom2", "fastv")][:3]:
+        run_once(model, batch, name, r, args.new_tokens, args.frames)
+    samples = {v: [] for v in todo}
+    bare_times, none_times = [], []
+    for rep in range(args.repeats):
+        for v in todo:
+            samples[v].append(run_once(model, batch, *v, args.new_tokens, args.frames))
+        # harness overhead: bare generate vs generate under compress(method="none"), same round
+        for fn, acc in ((lambda: bare_once(model, batch, args.new_tokens), bare_times),
+                        (lambda: run_once(model, batch, "none", 1.0, args.new_tokens, args.frames), none_times)):
+            sync(args.device)
+            t0 = __import__("time").perf_counter()
+            fn()
+            sync(args.device)
+            acc.append(__import__("time").perf_counter() - t0)
+        print(f"  round {rep + 1}/{args.repeats} done", flush=True)
+
+    def med(v, field):
+        vals = [getattr(s, field) for s in samples[v]]
+        return statistics.median(vals) if all(x is not None for x in vals) else None
+
+    base = ("none", 1.0)
+    base_prefill, base_decode = med(base, "prefill_s"), med(base, "decode_s") / args.new_tokens
+    base_flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, "none", 1.0, samples[base][0]))
+    base_mem = peak_memory(model, batch, "none", 1.0, args.new_tokens, args.frames, args.device)
+    rows, table = [], []
+    for v in todo:
+        name, r = v
+        s0 = samples[v][0]
+        flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, name, r, s0))
+        mem = base_mem if v == base else peak_memory(model, batch, name, r, args.new_tokens, args.frames, args.device)
+        prefill_ratio = med(v, "prefill_s") / base_prefill
+        flops_ratio = flops / base_flops
+        row = {
+            "method": name, "retention_ratio": r,
+            "visual_tokens_in": s0.visual_tokens_in, "visual_tokens_out": s0.visual_tokens_out,
+            "visual_tokens_layer_avg": s0.visual_tokens_layer_avg,
+            "prefill_s": med(v, "prefill_s"), "decode_per_token_s": med(v, "decode_s") / args.new_tokens,
+            "compression_s": med(v, "compression_s"),
+            "prefill_ratio": prefill_ratio, "flops_ratio": flops_ratio, "at_limit": prefill_ratio / flops_ratio,
+            "decode_ratio": (med(v, "decode_s") / args.new_tokens) / base_decode,
+            "peak_mem_bytes": mem, "peak_mem_ratio": mem / base_mem if base_mem else None,
+            "select_overhead_frac": (med(v, "compression_s") or 0.0) / base_prefill,
+        }
+        rows.append(row)
+        table.append([name, f"{r:.2f}", f"{row['visual_tokens_out']}/{row['visual_tokens_in']}",
+                      f"{prefill_ratio:.3f}", f"{flops_ratio:.3f}", f"{row['at_limit']:.2f}", f"{row['decode_ratio']:.3f}",
+                      f"{row['peak_mem_ratio']:.3f}" if row["peak_mem_ratio"] else "–",
+                      f"{row['select_overhead_frac']:.4f}"])
+    none_overhead = statistics.median(none_times) / statistics.median(bare_times) - 1
+    print("\nVs vanilla (method none). at_limit = prefill_ratio / flops_ratio (1.0 = latency falls as much as compute).\n")
+    print(markdown_table(["method", "r", "visual tokens", "prefill", "FLOPs", "at_limit", "decode/token",
+                          "peak mem", "select overhead"], table))
+
+    scaling = []
+    if args.scaling_frames:
+        batches = {f: make_inputs(proc, f, args.device, dtype) for f in args.scaling_frames}
+        for f in args.scaling_frames:
+            for name in ("none", "vidcom2"):
+                run_once(model, batches[f], name, 0.25, 1, f)  # warm-up
+        for f in args.scaling_frames:
+            times = {n: statistics.median(run_once(model, batches[f], n, 0.25 if n != "none" else 1.0, 1, f).prefill_s
+                                          for _ in range(args.repeats)) for n in ("none", "vidcom2")}
+            scaling.append({"frames": f, "vanilla_prefill_s": times["none"], "vidcom2_prefill_s": times["vidcom2"]})
+        print("\nPrefill vs frame count (VidCom2 at r = 0.25):\n")
+        print(markdown_table(["frames", "vanilla prefill (s)", "vidcom2 prefill (s)", "ratio"],
+                             [[s["frames"], f"{s['vanilla_prefill_s']:.3f}", f"{s['vidcom2_prefill_s']:.3f}",
+                               f"{s['vidcom2_prefill_s'] / s['vanilla_prefill_s']:.3f}"] for s in scaling]))
+
+    checks = []
+    for row in rows:
+        stage = vidcom2.get_method(row["method"]).info.stage
+        if stage == "pre_llm" and row["method"] != "none" and row["retention_ratio"] == 0.25:
+            checks.append((f"{row['method']} prefill at_limit <= {TARGETS['prefill_at_limit']}", row["at_limit"],
+                           row["at_limit"] <= TARGETS["prefill_at_limit"]))
+        if row["method"] == "vidcom2":
+            checks.append((f"vidcom2 r={row['retention_ratio']} select overhead <= {TARGETS['vidcom2_select_overhead']}",
+                           row["select_overhead_frac"], row["select_overhead_frac"] <= TARGETS["vidcom2_select_overhead"]))
+        if row["method"] == "fastv" and row["peak_mem_ratio"] is not None:
+            checks.append((f"fastv r={row['retention_ratio']} peak mem ratio <= {TARGETS['fastv_peak_mem']}",
+                           row["peak_mem_ratio"], row["peak_mem_ratio"] <= TARGETS["fastv_peak_mem"]))
+    checks.append((f"method none vs bare model overhead <= {TARGETS['none_overhead']:.0%}", none_overhead,
+                   none_overhead <= TARGETS["none_overhead"]))
+    print("\nTargets:\n")
+    print(markdown_table(["target", "measured", "met"], [[c, f"{v:.4f}", "yes" if ok else "NO"] for c, v, ok in checks]))
+    write_json(args.out, {
+        "machine": {**machine(args.device), "size": args.size, "dtype": str(dtype), "frames": args.frames,
+                    "repeats": args.repeats, "new_tokens": args.new_tokens, "pid": os.getpid()},
+        "rows": rows, "none_vs_bare_overhead": none_overhead, "scaling": scaling,
+        "targets": [{"target": c, "measured": v, "met": ok} for c, v, ok in checks],
+    })
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
