@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     for f in args.frames:
         rows.append({"layout": "scaling", "frames": f, "tokens_per_frame": 196, "method": "vidcom2", "seconds": med[f]})
         scaling.append([f, f * 196, f"{med[f] * 1e3:.2f}", f"{med[f] / med[args.frames[0]]:.2f}"])
-    print(f"\nVidCom2 vs frame count (196 tokens per frame):\n")
+    print("\nVidCom2 vs frame count (196 tokens per frame):\n")
     print(markdown_table(["frames", "tokens", "ms (median)", f"vs {args.frames[0]} frames"], scaling))
     write_json(args.out, {"machine": machine(args.device), "args": vars(args), "rows": rows})
     print(f"\nwrote {args.out}")
