@@ -1,0 +1,48 @@
+"""One lmms-eval 0.7.3 evaluation of a model instance on the benchmark's tasks, through the Python API.
+
+The CLI is avoided on purpose: it exits 0 after a crash (spec pitfall 1). Here any exception propagates, and a
+result without samples for every requested task is an error. Other pinned choices (spec sections 5, 9):
+``datetime_str`` is passed (its default is frozen at import), ``process_docs_parallel=1`` (LongVideoBench's random
+fallback draw must be reproducible), ``bootstrap_iters=0`` (stderr bootstrap is not used), batch size 1, and the
+``TaskManager`` gets the family's prompt key as ``model_name`` (it selects ``lmms_eval_specific_kwargs`` blocks) and
+the harness's tiny tasks as ``include_path`` (unique ``tiny_*`` names: built-in tasks shadow local ones).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+
+
+def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, seed: int, offline: bool) -> dict:
+    """``simple_evaluate`` on ``tasks`` with the model instance ``lm``; returns lmms-eval's result dict."""
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    # offline tiny tasks need no built-in index (0.01 s instead of ~3 s, and no shadowing possible)
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=not offline, model_name=prompt_model, verbosity="WARNING")
+    unknown = [t for t in tasks if t not in tm.all_tasks]
+    if unknown:
+        raise ValueError(f"lmms-eval does not know task(s) {unknown}; the tiny tasks live in {TASKS_DIR}")
+    results = simple_evaluate(
+        model=lm,
+        tasks=list(tasks),
+        limit=limit,
+        batch_size=1,
+        task_manager=tm,
+        bootstrap_iters=0,
+        log_samples=True,
+        random_seed=seed,
+        datetime_str=datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S_%f"),
+        process_docs_parallel=1,
+        verbosity="WARNING",
+    )
+    if not results or not results.get("results"):
+        raise RuntimeError(f"lmms-eval returned no results for {tasks}")
+    samples = results.get("samples") or {}
+    empty = [t for t, s in samples.items() if not s]
+    if not samples or empty:
+        raise RuntimeError(f"lmms-eval produced no samples for {empty or tasks}")
+    return results

@@ -1,0 +1,26 @@
+"""Hydra entry point: ``python -m eval.run`` (console script ``vtc-eval``). Config: ``conf/eval.yaml``.
+
+    python -m eval.run model=tiny_qwen2_5_vl benchmark=tiny_mvbench method=vidcom2 retention_ratio=0.25
+    python -m eval.run -m benchmark=tiny_mvbench,tiny_videomme 'method=glob(*)'      # a sweep, in-process
+
+One run writes ``results/runs/<benchmark>/<model>/<method>/r<ratio>/seed<seed>/record.json`` (see
+:mod:`eval.record`); a finished run is skipped (``force=true`` redoes it). Any failure exits non-zero; in a sweep the
+other runs still finish and keep their records.
+"""
+
+import hydra
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def _app(cfg) -> None:
+    from eval.runner import run
+
+    run(cfg)
+
+
+def main() -> None:
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Checks made before any weights load, each failing with an error that names the problem and the fix.
+
+Unknown model / benchmark / method config names are refused by Hydra itself, which lists the available options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from eval.evaluate import TASKS_DIR
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot work; the message says how to fix it."""
+
+
+def check_ratio(method: str, retention_ratio) -> float:
+    from vidcom2.budget import check_ratio as _check
+
+    if method == "none":
+        return 1.0
+    try:
+        return _check(retention_ratio)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{e}. Set retention_ratio=<r> with 0 < r <= 1 (e.g. retention_ratio=0.25).") from None
+
+
+def method_hparams(method_cfg: dict, budget: str | None) -> dict:
+    """The method's hyper-parameters from its config, with the root ``budget`` override applied and checked."""
+    from vidcom2.budget import ALLOCATORS
+    from vidcom2.registry import get_method, hparam_names, list_methods
+
+    name = method_cfg.get("name")
+    if name not in list_methods():
+        raise ConfigError(f"method config names {name!r}, which vidcom2 does not register; choices: {', '.join(list_methods())}")
+    hp = {k: v for k, v in method_cfg.items() if k not in ("_target_", "name")}
+    if budget is not None:
+        if budget not in ALLOCATORS:
+            raise ConfigError(f"budget must be one of {ALLOCATORS} (or null for the method's default), got {budget!r}")
+        if "budget" not in hparam_names(name):
+            with_budget = [m for m in list_methods() if "budget" in hparam_names(m)]
+            raise ConfigError(
+                f"method {name!r} has no per-frame budget allocator; budget={budget} applies to {', '.join(with_budget)}. "
+                "Drop the budget override."
+            )
+        hp["budget"] = budget
+    try:
+        get_method(name, **hp)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"method {name!r}: {e}") from None
+    return hp
+
+
+def check_compatible(family: str, method: str) -> None:
+    """Refuse a model family / method pair the adapters cannot run (asks vidcom2, which owns that knowledge)."""
+    import vidcom2.compress as vc
+
+    check = getattr(vc, "check_supported", None)
+    if check is None:
+        return
+    try:
+        check(family, method)
+    except (ValueError, NotImplementedError, KeyError) as e:
+        raise ConfigError(f"model family {family!r} cannot run method {method!r}: {e}") from None
+
+
+def check_pretrained(pretrained: str, random_weights: bool) -> None:
+    """A local checkpoint folder must exist (tiny models are built, never downloaded)."""
+    looks_local = random_weights or pretrained.startswith((".", "/", "~"))  # else a hub id such as Qwen/Qwen2-VL-7B
+    if looks_local and not Path(pretrained).expanduser().is_dir():
+        hint = "build the tiny models with `python scripts/make_tiny_models.py`" if random_weights else "check model.pretrained"
+        raise ConfigError(f"model checkpoint folder {pretrained} does not exist: {hint}")
+
+
+def tiny_videos(tasks: list[str]) -> list[str]:
+    """Video file names the docs of the tiny benchmark folders behind ``tasks`` need."""
+    names: list[str] = []
+    for task in tasks:
+        for path in sorted((TASKS_DIR / task).glob("*.json")):
+            for doc in json.loads(path.read_text()):
+                names.append(doc.get("video") or doc.get("video_path") or doc.get("video_name") or f"{doc['videoID']}.mp4")
+    return names
+
+
+def check_data(bench: dict) -> None:
+    """Every video of an offline benchmark exists; a real benchmark's media folder exists under ``$HF_HOME``."""
+    if bench.get("offline"):
+        from eval.tasks.tiny_utils import data_dir
+
+        names = tiny_videos(list(bench["tasks"]))
+        if not names:
+            raise ConfigError(f"benchmark {bench['name']}: no docs found under {TASKS_DIR} for tasks {list(bench['tasks'])}")
+        missing = sorted({n for n in names if not (data_dir() / n).is_file()})
+        if missing:
+            raise ConfigError(
+                f"benchmark {bench['name']}: {len(missing)} video(s) missing in {data_dir()} (e.g. {missing[0]}); "
+                "generate them with `python scripts/make_tiny_benchmarks.py`"
+            )
+        return
+    hf_home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    media = hf_home / str(bench["media_dir"])
+    if not media.is_dir() or not any(media.iterdir()):
+        raise ConfigError(
+            f"benchmark {bench['name']}: dataset {bench['dataset']} has no videos at {media}. Download it once on a "
+            f"machine with hub access (accept the dataset's terms on huggingface.co, `huggingface-cli login`, then run "
+            f"this command without HF_HUB_OFFLINE/HF_DATASETS_OFFLINE: lmms-eval fetches and unpacks the videos into "
+            f"$HF_HOME), or point HF_HOME at a cache that has them. See docs/harness.md."
+        )
