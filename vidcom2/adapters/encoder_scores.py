@@ -50,7 +50,9 @@ class EncoderScores:
     layer: int | None = None
 
 
-def attention_received(q: torch.Tensor, k: torch.Tensor, scale: float, block: int = QUERY_BLOCK) -> torch.Tensor:
+def attention_received(
+    q: torch.Tensor, k: torch.Tensor, scale: float, block: int = QUERY_BLOCK
+) -> torch.Tensor:
     """Mean over heads and queries of ``softmax(q k^T * scale)``: ``[n]`` float32.
 
     q, k: ``[heads, n, d]`` of one frame. Query blocks of ``block`` rows bound memory to ``heads * block * n``.
@@ -89,7 +91,8 @@ def _first(args, kwargs, name, index):
 
 def _siglip_layers(model):
     tower = model.model.vision_tower
-    return getattr(tower, "vision_model", tower).encoder.layers  # 5.x SiglipVisionModel holds the encoder itself
+    # 5.x SiglipVisionModel holds the encoder itself (4.x wrapped it in .vision_model)
+    return getattr(tower, "vision_model", tower).encoder.layers
 
 
 def _llava_layer(model) -> int:

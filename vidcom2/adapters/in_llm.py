@@ -124,13 +124,17 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
     name = method.info.name
     given = getattr(method, "num_layers", None)
     if given is not None and int(given) != num_layers:
-        raise ValueError(f"{name}: num_layers={given} but the model has {num_layers} decoder layers; leave it None")
+        raise ValueError(
+            f"{name}: num_layers={given} but the model has {num_layers} decoder layers; leave it None"
+        )
     if name == "fastv":
         from vidcom2.methods.fastv import keep_fraction
 
         k = int(method.prune_layer)
         if not 1 <= k < num_layers:
-            raise ValueError(f"fastv: prune_layer must be in [1, {num_layers - 1}] for a {num_layers}-layer LLM, got {k}")
+            raise ValueError(
+                f"fastv: prune_layer must be in [1, {num_layers - 1}] for a {num_layers}-layer LLM, got {k}"
+            )
         rho = keep_fraction(r, num_layers, k, method.budget_mode)
         return Plan("fastv", (Stage(k, count(rho, num_visual)),), "attention_row", "original", {"rho": rho})
     if name == "pdrop":
@@ -166,7 +170,9 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos.unsqueeze(1) + _rotate_half(x) * sin.unsqueeze(1)
 
 
-def last_row(query: torch.Tensor, key: torch.Tensor, scaling: float, mask: torch.Tensor | None) -> torch.Tensor:
+def last_row(
+    query: torch.Tensor, key: torch.Tensor, scaling: float, mask: torch.Tensor | None
+) -> torch.Tensor:
     """Attention probabilities of the last query, mean over heads: ``[kv_len]`` float32.
 
     query ``[1, Hq, q_len, d]`` and key ``[1, Hkv, kv_len, d]`` post-RoPE, before GQA repetition; kv head ``j``
@@ -200,6 +206,8 @@ class PruneState:
 
     plan: Plan
     num_layers: int
+    position_mode: str = "original"
+    mode: str = "prune"
     rows: dict = field(default_factory=dict)
     keep: dict = field(default_factory=dict)
     visual_per_layer: list = field(default_factory=list)
@@ -208,7 +216,8 @@ class PruneState:
     visual: torch.Tensor | None = None  # bool [L] candidates of this forward
     phase: str = "idle"
     current: torch.Tensor | None = None  # original indices of the sequence the last layer processed
-    layer_keep: dict = field(default_factory=dict)  # layer -> original indices used by that layer (>= first stage)
+    # layer -> original indices used by that layer (>= first stage)
+    layer_keep: dict = field(default_factory=dict)
     cos_sin: dict = field(default_factory=dict)  # layer -> (cos, sin) for contiguous prefill
     prompt_len: int = 0
 
@@ -260,7 +269,7 @@ def pruning(
     stages = {s.layer: s for s in plan.stages}
     if not 1 <= first or max(stages) >= num_layers:
         raise ValueError(f"pruning layers {sorted(stages)} must lie in [1, {num_layers - 1}]")
-    state = PruneState(plan=plan, num_layers=num_layers)
+    state = PruneState(plan=plan, num_layers=num_layers, position_mode=position_mode, mode=mode)
     mrope = _is_mrope(text_model)
     config = text_model.config
     old_impl = config._attn_implementation
@@ -272,9 +281,13 @@ def pruning(
         _check_cache(past)
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
-            raise ValueError("in-LLM pruning expects the text model to be called with inputs_embeds (the VLM path)")
+            raise ValueError(
+                "in-LLM pruning expects the text model to be called with inputs_embeds (the VLM path)"
+            )
         if embeds.shape[0] != 1:
-            raise ValueError(f"in-LLM pruning supports batch size 1 only (got {embeds.shape[0]}); run one sample at a time")
+            raise ValueError(
+                f"in-LLM pruning supports batch size 1 only (got {embeds.shape[0]}); run one sample at a time"
+            )
         if past is not None and past.get_seq_length() > 0:
             state.phase = "decode"
             return None
@@ -287,10 +300,14 @@ def pruning(
         state.current = torch.arange(n, device=embeds.device)
         state.layer_keep, state.cos_sin, state.rows, state.keep = {}, {}, {}, {}
         n_vis = int(state.visual.sum())
-        state.visual_per_layer = layer_counts(plan, num_layers, n_vis) if mode == "prune" else [n_vis] * num_layers
+        state.visual_per_layer = (
+            layer_counts(plan, num_layers, n_vis) if mode == "prune" else [n_vis] * num_layers
+        )
         for s in plan.stages:
             if s.keep > n_vis:
-                raise ValueError(f"{plan.method}: stage at layer {s.layer} keeps {s.keep} > {n_vis} visual tokens")
+                raise ValueError(
+                    f"{plan.method}: stage at layer {s.layer} keeps {s.keep} > {n_vis} visual tokens"
+                )
         return None
 
     def on_attention(stage_layer):
@@ -350,7 +367,9 @@ def pruning(
             if plan.score == "attention_row":
                 row = state.rows.get(layer_idx)
                 if row is None:
-                    raise RuntimeError(f"{plan.method}: no attention row was recorded at layer {layer_idx - 1}")
+                    raise RuntimeError(
+                        f"{plan.method}: no attention row was recorded at layer {layer_idx - 1}"
+                    )
                 row = row[cur] if mode == "mask" else row
             else:
                 earlier = [layer for layer in stages if layer < layer_idx]
@@ -405,7 +424,9 @@ def pruning(
                 kwargs["position_embeddings"] = text_model.rotary_emb(hidden, pos)
                 if kwargs.get("position_ids") is not None:
                     kwargs["position_ids"] = rank.view(1, -1)
-            kwargs["attention_mask"] = mask_mode_mask(kwargs.get("attention_mask"), kept_bool, n, n, hidden.device)
+            kwargs["attention_mask"] = mask_mode_mask(
+                kwargs.get("attention_mask"), kept_bool, n, n, hidden.device
+            )
         if args:
             args = (hidden, *args[1:])
         else:
@@ -448,7 +469,9 @@ def pruning(
                 keep = state.current
                 full = visual_pos_masks.reshape(-1).to(keep.device)
                 rows = (full.long().cumsum(0) - 1)[keep][full[keep]]
-                return original(hidden_states, full[keep].view(1, -1), visual_embeds[rows.to(visual_embeds.device)])
+                return original(
+                    hidden_states, full[keep].view(1, -1), visual_embeds[rows.to(visual_embeds.device)]
+                )
             return original(hidden_states, visual_pos_masks, visual_embeds)
 
         return wrapped
@@ -474,3 +497,76 @@ def pruning(
         if not had_deepstack and "_deepstack_process" in vars(text_model):
             del text_model._deepstack_process
         state.phase = "idle"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry point used by vidcom2.compress
+
+
+_STATIC = ("static", "offloaded_static", "sliding_window", "hybrid", "mamba", "quantized", "offloaded_hybrid")
+
+
+def candidates(adapter, model, inputs: dict) -> torch.Tensor:
+    """bool ``[L]``: the prompt columns that are pruning candidates (every video token of row 0 except the ones
+    the adapter always keeps, e.g. LLaVA-OV's video newline)."""
+    ids = inputs["input_ids"]
+    mask = torch.zeros(ids.shape[-1], dtype=torch.bool, device=ids.device)
+    for slot in adapter.video_slots(model, inputs):
+        mask[slot.columns.reshape(-1).to(ids.device)] = True
+    return mask
+
+
+def check_generate_kwargs(model, kwargs: dict) -> None:
+    """Refuse what in-LLM pruning cannot do: batches of more than one prompt and static/sliding caches."""
+    ids = kwargs.get("input_ids")
+    if ids is None:
+        raise ValueError(
+            "in-LLM pruning needs input_ids from the processor (inputs_embeds prompts are not supported)"
+        )
+    if ids.shape[0] != 1:
+        raise ValueError(
+            f"in-LLM pruning (fastv, pdrop) supports batch size 1 only, got {ids.shape[0]} prompts: keep counts "
+            "would differ between rows; run one sample per generate() call"
+        )
+    impl = kwargs.get("cache_implementation") or getattr(
+        model.generation_config, "cache_implementation", None
+    )
+    if impl in _STATIC:
+        raise ValueError(
+            f"in-LLM pruning needs a DynamicCache (layers hold different lengths after pruning); "
+            f"cache_implementation={impl!r} is not supported: remove it"
+        )
+    _check_cache(kwargs.get("past_key_values"))
+
+
+def generate(
+    adapter, model, generate_fn, kwargs: dict, method, retention_ratio: float, recorder=None, **options
+):
+    """Run ``generate_fn(**kwargs)`` (the unwrapped ``model.generate``) with in-LLM pruning by ``method``.
+
+    method: an in-LLM method instance (``fastv`` or ``pdrop`` from :func:`vidcom2.get_method`).
+    recorder: optional; receives the per-layer prefill visual-token counts (see :func:`_record`).
+    options: ``position_mode`` (``original``/``contiguous``; default: the method's rule) and ``mode``
+        (``prune``, or ``mask`` for reference runs).
+    Returns what ``generate_fn`` returns.
+    """
+    check_generate_kwargs(model, kwargs)
+    text_model = adapter.text_model(model)
+    layers = adapter.decoder_layers(model)
+    visual = candidates(adapter, model, kwargs)
+    plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=_is_mrope(text_model))
+    with pruning(model, text_model, layers, visual, plan, **options) as state:
+        out = generate_fn(**kwargs)
+    _record(recorder, state, int(visual.sum()))
+    return out
+
+
+def _record(recorder, state: PruneState, num_visual: int) -> None:
+    if recorder is None:
+        return
+    recorder.in_llm(
+        visual_per_layer=list(state.visual_per_layer),
+        visual_in=num_visual,
+        position_mode=state.position_mode,
+        plan=state.plan,
+    )
