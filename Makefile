@@ -36,5 +36,26 @@ bench: install ## latency / memory / FLOPs of every method vs vanilla on a Qwen2
 bench-select: install ## time every method's selection on tensors; writes results/bench/select.json
 	$(PY) -m benchmarks.bench_select
 
+# Paper tables, sweeps and the report (docs/reporting.md). Tiny presets (tiny*) build their offline assets first.
+.PHONY: report sweep
+SWEEP ?= tiny
+OVERRIDES ?=
+REPORT_ARGS ?=
+TINY_ASSETS := $(PY) scripts/make_tiny_models.py >/dev/null && $(PY) scripts/make_tiny_benchmarks.py >/dev/null
+
+report: install ## tables (md/csv/tex), comparison with the paper and plots of all records in results/runs (REPORT_ARGS="--experiment tiny")
+	$(PY) -m eval.report $(REPORT_ARGS)
+
+table-%: install ## reproduce a paper table: resumable sweep of conf/experiment/<name>.yaml, its tables and the comparison with the paper (table-tiny: CPU, offline)
+	@case "$*" in tiny*) $(TINY_ASSETS);; esac
+	$(if $(filter tiny%,$*),$(OFFLINE)) $(PY) -m eval.paper experiment $* $(OVERRIDES)
+	$(PY) -m eval.report --experiment $*
+
+sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yaml (resumable; OVERRIDES="hydra/launcher=slurm_gpu ..."), then its report
+	@case "$(SWEEP)" in tiny*) $(TINY_ASSETS);; esac
+	$(PY) -m eval.paper sweep $(SWEEP) --check $(OVERRIDES)
+	$(if $(filter tiny%,$(SWEEP)),$(OFFLINE)) $(PY) -m eval.run -m +sweep=$(SWEEP) $(OVERRIDES)
+	$(PY) -m eval.report --sweep $(SWEEP)
+
 clean: ## remove generated outputs (keeps the venv and results/paper)
 	rm -rf results/runs results/tables results/bench .pytest_cache

@@ -307,10 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. limit=10)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--check", action="store_true", help="only compose the preset and check the device")
     args = parser.parse_args(argv)
     preset = load_preset(args.kind, args.name, tuple(args.overrides))
     if not args.dry_run:
         check_device(preset)
+    if args.check:
+        print(f"[{preset.name}] {preset.model}, {len(preset.rows)} rows x {len(preset.benchmarks)} benchmark(s): ok")
+        return 0
     commands, skipped = sweep_commands(preset, sys.executable)
     for line in skipped:
         print(f"[{preset.name}] skip {line}")
