@@ -506,13 +506,27 @@ def pruning(
 _STATIC = ("static", "offloaded_static", "sliding_window", "hybrid", "mamba", "quantized", "offloaded_hybrid")
 
 
-def candidates(adapter, model, inputs: dict) -> torch.Tensor:
+def candidates(adapter, model, inputs: dict, slots=None) -> torch.Tensor:
     """bool ``[L]``: the prompt columns that are pruning candidates (every video token of row 0 except the ones
-    the adapter always keeps, e.g. LLaVA-OV's video newline)."""
+    the adapter always keeps, e.g. LLaVA-OV's video newline).
+
+    slots: the adapter's :class:`~vidcom2.adapters.base.VideoSlots` of this prompt (``Encoded.slots``); without
+    them they are read from ``inputs`` (needs ``pixel_values_videos``), and for a prompt already rebuilt around
+    ``mm_encoder_outputs`` (no pixels) from the adapter's video-token mask.
+    """
     ids = inputs["input_ids"]
-    mask = torch.zeros(ids.shape[-1], dtype=torch.bool, device=ids.device)
-    for slot in adapter.video_slots(model, inputs):
-        mask[slot.columns.reshape(-1).to(ids.device)] = True
+    if slots is None and inputs.get("pixel_values_videos") is not None:
+        slots = adapter.video_slots(model, inputs)
+    if slots is not None:
+        mask = torch.zeros(ids.shape[-1], dtype=torch.bool, device=ids.device)
+        for slot in slots:
+            mask[slot.columns.reshape(-1).to(ids.device)] = True
+        return mask
+    mask = adapter.visual_token_mask(model, inputs)[0].clone()
+    if adapter.family == "llava_onevision":
+        # fallback without slots: LLaVA-OV's one newline is the last video token of each video's run
+        ends = mask & ~torch.cat([mask[1:], mask.new_zeros(1)])
+        mask &= ~ends
     return mask
 
 
@@ -540,12 +554,23 @@ def check_generate_kwargs(model, kwargs: dict) -> None:
 
 
 def generate(
-    adapter, model, generate_fn, kwargs: dict, method, retention_ratio: float, recorder=None, **options
+    adapter,
+    model,
+    generate_fn,
+    kwargs: dict,
+    method,
+    retention_ratio: float,
+    recorder=None,
+    *,
+    slots=None,
+    **options,
 ):
     """Run ``generate_fn(**kwargs)`` (the unwrapped ``model.generate``) with in-LLM pruning by ``method``.
 
     method: an in-LLM method instance (``fastv`` or ``pdrop`` from :func:`vidcom2.get_method`).
-    recorder: optional; receives the per-layer prefill visual-token counts (see :func:`_record`).
+    recorder: optional :class:`vidcom2.measure.Recorder`; gets ``visual_tokens_out`` (visual tokens in the deepest
+        layer, ``R_fin * N``) and ``visual_tokens_layer_avg`` (``sum_l n_l / L``) noted for the sample.
+    slots: the prompt's video slots (``Encoded.slots``), see :func:`candidates`.
     options: ``position_mode`` (``original``/``contiguous``; default: the method's rule) and ``mode``
         (``prune``, or ``mask`` for reference runs).
     Returns what ``generate_fn`` returns.
@@ -553,7 +578,7 @@ def generate(
     check_generate_kwargs(model, kwargs)
     text_model = adapter.text_model(model)
     layers = adapter.decoder_layers(model)
-    visual = candidates(adapter, model, kwargs)
+    visual = candidates(adapter, model, kwargs, slots)
     plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=_is_mrope(text_model))
     with pruning(model, text_model, layers, visual, plan, **options) as state:
         out = generate_fn(**kwargs)
@@ -564,9 +589,10 @@ def generate(
 def _record(recorder, state: PruneState, num_visual: int) -> None:
     if recorder is None:
         return
-    recorder.in_llm(
-        visual_per_layer=list(state.visual_per_layer),
-        visual_in=num_visual,
-        position_mode=state.position_mode,
-        plan=state.plan,
+    per_layer = state.visual_per_layer
+    if not per_layer:
+        raise RuntimeError("in-LLM pruning saw no prefill: generate() never called the text model")
+    recorder.note(
+        visual_tokens_out=int(per_layer[-1]),
+        visual_tokens_layer_avg=float(sum(per_layer)) / len(per_layer),
     )

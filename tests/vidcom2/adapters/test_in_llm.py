@@ -8,9 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import vidcom2
 from vidcom2 import get_method
 from vidcom2.adapters import get_adapter, in_llm
 from vidcom2.budget import count
+from vidcom2.measure import Recorder
 from vidcom2.testing import tiny
 
 NEW_TOKENS = 6
@@ -252,28 +254,45 @@ def test_restored_after_exception(models):
     assert_same_generation(unhooked(model, batch), unhooked(model, batch), tol=0)
 
 
-def test_generate_entry_point_and_recorder(models):
+def test_generate_entry_point_notes_counts_on_the_recorder(models):
     model, batch = models("llava_onevision")
     adapter = get_adapter(model)
-    seen = {}
-
-    class Recorder:
-        def in_llm(self, **kw):
-            seen.update(kw)
-
-    out = in_llm.generate(
-        adapter,
-        model,
-        model.generate,
-        dict(batch, max_new_tokens=3, do_sample=False),
-        get_method("fastv"),
-        0.5,
-        Recorder(),
-    )
+    rec = Recorder()
+    kwargs = dict(batch, max_new_tokens=3, do_sample=False)
+    out = in_llm.generate(adapter, model, model.generate, kwargs, get_method("fastv"), 0.5, rec)
     assert out.shape[1] == batch["input_ids"].shape[1] + 3
     n = 4 * 196  # the video newline is never a candidate
-    assert seen["visual_in"] == n and seen["visual_per_layer"] == [n, n, count(0.5, n), count(0.5, n)]
-    assert seen["position_mode"] == "original"
+    assert rec.fields == {
+        "visual_tokens_out": count(0.5, n),
+        "visual_tokens_layer_avg": (2 * n + 2 * 392) / 4,
+    }
+    assert_restored(model)
+
+
+@pytest.mark.parametrize("arch", ["llava_onevision", "qwen3_vl"])
+def test_candidates_without_pixels_match_the_slots(models, arch):
+    # compress hands generate() a prompt rebuilt around mm_encoder_outputs (no pixels): same candidates
+    model, batch = models(arch)
+    adapter = get_adapter(model)
+    with_slots = in_llm.candidates(adapter, model, batch)
+    no_pixels = {k: v for k, v in batch.items() if k not in adapter.encoder_inputs}
+    assert torch.equal(in_llm.candidates(adapter, model, no_pixels), with_slots)
+    video = adapter.visual_token_mask(model, batch)[0]
+    assert int(video.sum()) - int(with_slots.sum()) == (1 if arch == "llava_onevision" else 0)
+
+
+@pytest.mark.parametrize("name", ["fastv", "pdrop"])
+def test_through_compress_equals_direct_pruning(models, name):
+    # LLaVA-OV keep-all rebuild = the processor prompt, so compress(in-LLM) must equal pruning() on raw inputs
+    model, batch = models("llava_onevision")
+    with vidcom2.compress(model, method=name, retention_ratio=0.25) as session:
+        via = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False)
+    direct, state, visual = run(model, batch, get_method(name), 0.25)
+    assert torch.equal(via, direct.sequences)
+    sample = session.samples[0]
+    assert sample.visual_tokens_in == int(visual.sum())
+    assert sample.visual_tokens_out == state.visual_per_layer[-1]
+    assert sample.visual_tokens_layer_avg == sum(state.visual_per_layer) / 4
     assert_restored(model)
 
 
