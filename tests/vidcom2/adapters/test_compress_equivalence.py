@@ -1,0 +1,85 @@
+"""Compressed ``generate`` (shrunk prompt, KV cache) == a full-sequence teacher-forced forward in which the dropped
+video tokens are hidden by a 4-D boolean mask, for every pre-LLM method on every architecture (spec
+hooks_transformers.md section 7). The reference (``reference.py``) uses only raw transformers calls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vidcom2
+from vidcom2.testing import tiny
+
+from .reference import ARCHS, masked_teacher_forced
+
+NEW = 5
+# dycoke_ttm keeps its anchor frames whole, so its ratio has a floor (1/2 with the Qwen tiny videos' 2 patches)
+RATIO = {"dycoke_ttm": 0.6}
+CASES = [(m, a) for m in vidcom2.list_methods(stage="pre_llm") for a in ARCHS]
+
+
+def _inputs(arch, processor):
+    return tiny.inputs(arch, processor, tiny.make_video(4, 112, 140, seed=1), "What moves where?")
+
+
+def _run(model, batch, method, ratio, **kw):
+    # a random model may emit a video placeholder id; the teacher-forced reference would then read it as a video
+    # slot, so those ids are suppressed (raw logits, which are compared, are unaffected)
+    suppress = [model.config.video_token_id, model.config.image_token_id]
+    with vidcom2.compress(model, method, ratio, **kw) as session:
+        out = model.generate(
+            **batch,
+            max_new_tokens=NEW,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            suppress_tokens=suppress,
+        )
+    return out, session
+
+
+@pytest.mark.parametrize("method,arch", CASES)
+def test_compressed_generate_equals_masked_reference(tiny_model, method, arch):
+    model, processor = tiny_model(arch)
+    batch = _inputs(arch, processor)
+    # hf5: the reference takes transformers' own get_rope_index (the reference rule is tested on its own)
+    kw = {"text_rule": "hf5"} if arch.startswith("qwen2") else {}
+    pm = "original" if arch == "llava_onevision" and method == "vidcom2" else None
+    ratio = RATIO.get(method, 0.25)
+    out, session = _run(model, batch, method, ratio, position_mode=pm, **kw)
+    L = batch["input_ids"].shape[1]
+    generated = out.sequences[:, L:]
+    got = torch.stack(out.logits, dim=1)
+    ref, sels = masked_teacher_forced(
+        model, batch, arch, generated, method, ratio, position_mode=session.info["position_mode"]
+    )
+    assert (got - ref).abs().max().item() <= 1e-5
+    allowed = ref.clone()
+    allowed[..., [model.config.video_token_id, model.config.image_token_id]] = float("-inf")
+    assert torch.equal(allowed.argmax(-1), generated)
+    assert session.samples[0].visual_tokens_out == int(sels[0].keep.sum())
+    assert session.samples[0].visual_tokens_in == sels[0].keep.numel()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_llava_contiguous_and_vidcom2_uniform_budget(tiny_model, arch):
+    """Extra hyper-parameters reach the method, and LLaVA-OV's default contiguous positions match the reference
+    with renumbered positions."""
+    model, processor = tiny_model(arch)
+    batch = _inputs(arch, processor)
+    kw = {"text_rule": "hf5"} if arch.startswith("qwen2") else {}
+    out, session = _run(model, batch, "vidcom2", 0.4, budget="uniform", **kw)
+    assert session.info["hparams"] == {"budget": "uniform"}
+    generated = out.sequences[:, batch["input_ids"].shape[1] :]
+    ref, sels = masked_teacher_forced(
+        model,
+        batch,
+        arch,
+        generated,
+        "vidcom2",
+        0.4,
+        position_mode=session.info["position_mode"],
+        budget="uniform",
+    )
+    assert (torch.stack(out.logits, 1) - ref).abs().max().item() <= 1e-5
+    assert session.samples[0].visual_tokens_out == int(sels[0].keep.sum())
