@@ -89,6 +89,7 @@ def compress(
     seed: seeds the method's local generator (stochastic methods), the same for every video.
     measure: take device-synchronised timings (encoder, compression, prefill, decode); token counts always.
     position_mode: LLaVA-OV ``"contiguous"`` (default) or ``"original"``; Qwen ``"original"`` only.
+        In-LLM methods: passed to the pruning (``"original"``/``"contiguous"``), default the method's own rule.
     text_rule: Qwen2/2.5-VL text positions after a video, ``"reference"`` (transformers 4.x / original code,
         default) or ``"hf5"`` (transformers 5.x ``get_rope_index``). Applied to ``method="none"`` too.
     """
@@ -98,15 +99,18 @@ def compress(
     impl = get_method(method, **hparams)  # validates the name and hparams
     ratio = check_ratio(retention_ratio)
     adapter = get_adapter(model)
-    position_mode = position_mode or adapter.position_modes[0]
-    if position_mode not in adapter.position_modes:
+    stage = impl.info.stage
+    explicit_mode = position_mode
+    if stage == "in_llm":
+        # in-LLM pruning positions follow the method's own rule unless asked (vidcom2.adapters.in_llm)
+        position_mode = position_mode or "method_default"
+    elif (position_mode := position_mode or adapter.position_modes[0]) not in adapter.position_modes:
         raise ValueError(
             f"position_mode {position_mode!r} is not available for {adapter.family}; choose one of "
             f"{adapter.position_modes}"
         )
     if text_rule not in TEXT_RULES:
         raise ValueError(f"text_rule must be one of {TEXT_RULES}, got {text_rule!r}")
-    stage = impl.info.stage
     modules = {}
     if stage == "vision_encoder":
         modules["encoder_scores"] = _stage_module(stage, "encoder_scores")
@@ -141,7 +145,7 @@ def compress(
             ratio,
             seed,
             measure,
-            position_mode,
+            position_mode if stage != "in_llm" else explicit_mode,
             text_rule,
             modules,
             session,
@@ -229,7 +233,10 @@ def _generate(
     call.update(prompt)
     timed = _timed(model, rec, generate_fn)
     if stage == "in_llm":
-        out = modules["in_llm"].generate(adapter, model, timed, call, impl, ratio, rec)
+        options = {"position_mode": position_mode} if position_mode is not None else {}
+        out = modules["in_llm"].generate(
+            adapter, model, timed, call, impl, ratio, rec, slots=encoded.slots, **options
+        )
     else:
         out = timed(**call)
     out = _restore_prompt(out, ids, prompt["input_ids"].shape[1])
