@@ -226,6 +226,9 @@ def load_preset(kind: str, name: str, overrides: tuple[str, ...] = ()) -> Preset
     benchmarks = table.get("benchmarks") or params.get("benchmark") or [str(cfg.benchmark.name)]
     seeds = table.get("seeds") or params.get("seed") or [cfg.seed]
     order = {m: i for i, m in enumerate(grid)}
+    if "rows" not in table:  # a grid has no paper order: use methods.csv's, VidCom2 last as in the paper
+        known = [m for m in load_methods()["method"] if m != "vidcom2"] + ["vidcom2"]
+        order = {m: known.index(m) if m in known else len(known) + i for i, m in enumerate(grid)}
     pairs = {(m, round(float(r), 4)) for m, ratios in grid.items() if m != "none" for r in ratios}
     rows = [("none", 1.0)] + sorted(pairs, key=lambda p: (-p[1], order[p[0]]))
     return Preset(

@@ -102,6 +102,7 @@ def accuracy_vs_ratio(
                 if len(mine):
                     ax.scatter(100 * mine["retention_ratio"], mine["value"], facecolors="none", s=40,
                                edgecolors=method_color(method), label=_PAPER)  # fmt: skip
+        _accuracy_limits(ax)
         ax.set_title(paper.COLUMN_LABELS[col])
         ax.set_xlabel("Retention ratio (%)")
         ax.grid(alpha=0.3)
@@ -116,6 +117,17 @@ def accuracy_vs_ratio(
     fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
     fig.suptitle(_title(model_key, frames, bool(sub["random_weights"].any())), fontsize=10)
     return _save(fig, path_stem)
+
+
+def _accuracy_limits(ax) -> None:
+    """Keep the y range within 0-100 % and never degenerate (all-equal scores, e.g. random weights)."""
+    lo, hi = ax.get_ylim()
+    data = [y for line in ax.get_lines() for y in line.get_ydata()]
+    data += [y for coll in ax.collections for _, y in coll.get_offsets()]
+    if data:
+        lo, hi = min(data), max(data)
+    pad = max(1.0, 0.12 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
 
 
 def latency_breakdown(agg: pd.DataFrame, group: tuple, path_stem: Path) -> list[Path]:
@@ -140,8 +152,8 @@ def latency_breakdown(agg: pd.DataFrame, group: tuple, path_stem: Path) -> list[
     ax.invert_yaxis()
     ax.set_xlabel("Latency per sample (ms)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8, ncols=2)
-    ax.set_title(f"{_title(model_key, frames, bool(sub['random_weights'].any()))}, {benchmark}", fontsize=10)
+    fig.legend(loc="outside lower center", fontsize=8, ncols=4, frameon=False)
+    ax.set_title(f"{benchmark}: {_title(model_key, frames, bool(sub['random_weights'].any()))}", fontsize=10)
     return _save(fig, path_stem)
 
 
@@ -173,6 +185,7 @@ def accuracy_vs_latency(agg: pd.DataFrame, group: tuple, path_stem: Path) -> lis
                         xytext=(4, 3), textcoords="offset points")  # fmt: skip
     front = pareto_front(sub, "latency_ms", "accuracy")
     ax.plot(front["latency_ms"], front["accuracy"], ls="--", color="0.4", lw=1, zorder=2, label="Pareto front")
+    _accuracy_limits(ax)
     ax.set_xlabel("LLM generation latency per sample (ms)")
     kind = sub["benchmark_kind"].iloc[0]
     ax.set_ylabel(f"{paper.COLUMN_LABELS[paper.KIND_COLUMN[kind]]} accuracy (%)")

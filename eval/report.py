@@ -286,6 +286,8 @@ def accuracy_table(wide: pd.DataFrame, group: tuple, rows: list[Row], methods: p
         )
     if vanilla is None:
         notes.append("No vanilla (method none, ratio 100%) run for this model: Rel. is not computed.")
+    elif (data["n_columns"] > 0).any() and data.loc[data["n_columns"] > 0, "avg_relative_pct"].isna().any():
+        notes.append("Rel. is not computed where the vanilla score is 0 in every column present.")
     if (data["status"] != "ok").any():
         notes.append("'not implemented': the paper reports this method; this project does not implement it yet.")
     title = f"Accuracy — {model_key}, {frames} frames"

@@ -38,7 +38,8 @@ def split_model_cfg(model_cfg: dict) -> tuple[dict, dict]:
     return meta, init
 
 
-def load_model(init: dict, *, method: str, ratio: float, seed: int, hparams: dict, warmup: int, device: str, progress: bool):
+def load_model(init: dict, *, method: str, ratio: float, seed: int, hparams: dict, warmup: int, device: str, progress: bool,
+               position_mode: str | None = None):
     """Build (or reuse) the wrapper and set this run's method on it."""
     from hydra.utils import get_class
 
@@ -49,10 +50,11 @@ def load_model(init: dict, *, method: str, ratio: float, seed: int, hparams: dic
         cls = get_class(init["_target_"])
         kwargs = {k: v for k, v in init.items() if k != "_target_"}
         lm = cls(method=method, retention_ratio=ratio, seed=seed, hparams=hparams, warmup=warmup, device=device,
-                 progress=progress, **kwargs)
+                 progress=progress, position_mode=position_mode, **kwargs)
         _LOADED[key] = lm
     else:
-        lm.configure(method=method, retention_ratio=ratio, seed=seed, hparams=hparams, warmup=warmup, progress=progress)
+        lm.configure(method=method, retention_ratio=ratio, seed=seed, hparams=hparams, warmup=warmup, progress=progress,
+                     position_mode=position_mode)
     lm.reset_measurements()
     return lm
 
@@ -81,7 +83,7 @@ def run(cfg) -> Path:
     if path.exists() and not c.get("force") and record.is_finished(path):
         print(f"[skip] {path} exists (finished); force=true redoes it")
         return path
-    validate.check_compatible(meta["family"], method)
+    validate.check_compatible(meta["family"], method, c.get("position_mode"))
     validate.check_pretrained(str(init["pretrained"]), bool(meta["random_weights"]))
     validate.check_data(bench)
     os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # before any qwen-vl-utils import (spec section 1)
@@ -93,7 +95,7 @@ def run(cfg) -> Path:
     t0 = time.perf_counter()
     measure.reset_peak_memory()
     lm = load_model(init, method=method, ratio=ratio, seed=c["seed"], hparams=hparams, warmup=c["warmup"], device=device,
-                    progress=c.get("progress", True))
+                    progress=c.get("progress", True), position_mode=c.get("position_mode"))
     t_eval = time.perf_counter()
     results = run_tasks(lm, list(bench["tasks"]), prompt_model=meta["prompt_model"], limit=c["limit"], seed=c["seed"],
                         offline=bool(bench.get("offline")))

@@ -14,7 +14,7 @@ RANDOM_NOTE = (
     "NOTE: random-weight (tiny) models: their ACCURACY MEANS NOTHING. Their visual token counts, realised retention, "
     "FLOPs and timings are real measurements of the pipeline."
 )
-COLUMNS = ("benchmark", "model", "method", "ratio", "acc", "tokens in", "tokens out", "kept", "prefill ms", "e2e ms", "TFLOPs pre")
+COLUMNS = ("benchmark", "model", "method", "ratio", "acc", "tokens in", "tokens out", "kept", "prefill ms", "e2e ms", "GFLOPs pre")
 
 
 def rows(records_dir: str | Path) -> list[dict]:
@@ -39,7 +39,7 @@ def rows(records_dir: str | Path) -> list[dict]:
                 "kept": f"{e['retention_realised']:.3f}",
                 "prefill ms": ms(lat["prefill"]),
                 "e2e ms": ms(lat["e2e_per_sample"]),
-                "TFLOPs pre": "n/a" if e["flops"]["prefill"] is None else f"{e['flops']['prefill'] / 1e12:.4f}",
+                "GFLOPs pre": "n/a" if e["flops"]["prefill"] is None else f"{e['flops']['prefill'] / 1e9:.3f}",
                 "_random": r["random_weights"],
             }
         )
@@ -60,7 +60,11 @@ def table(records_dir: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m eval.summary [records_dir]`` prints the table; ``--note`` prints only the random-weights note."""
     args = sys.argv[1:] if argv is None else argv
+    if "--note" in args:
+        print(RANDOM_NOTE)
+        return 0
     print(table(args[0] if args else "results/runs"))
     return 0
 

@@ -53,17 +53,35 @@ def method_hparams(method_cfg: dict, budget: str | None) -> dict:
     return hp
 
 
-def check_compatible(family: str, method: str) -> None:
-    """Refuse a model family / method pair the adapters cannot run (asks vidcom2, which owns that knowledge)."""
-    import vidcom2.compress as vc
+def check_compatible(family: str, method: str, position_mode: str | None = None) -> None:
+    """Refuse a model family / method / position-mode combination ``vidcom2.compress`` would refuse, before loading.
 
-    check = getattr(vc, "check_supported", None)
-    if check is None:
-        return
-    try:
-        check(family, method)
-    except (ValueError, NotImplementedError, KeyError) as e:
-        raise ConfigError(f"model family {family!r} cannot run method {method!r}: {e}") from None
+    Checks, like ``compress`` does at entry: an adapter exists for the family; the method's stage module
+    (``encoder_scores`` for vision-encoder methods, ``in_llm`` for in-LLM methods) is installed; an explicit
+    ``position_mode`` is one the family's adapter offers (pre-LLM and vision-encoder methods; in-LLM methods follow
+    their own position rule).
+    """
+    import importlib
+
+    from vidcom2.adapters import adapter_for, list_adapters
+    from vidcom2.registry import method_class
+
+    if family not in list_adapters():
+        raise ConfigError(f"no vidcom2 adapter for model family {family!r}; families: {', '.join(list_adapters())}")
+    stage = method_class(method).info.stage
+    module = {"vision_encoder": "encoder_scores", "in_llm": "in_llm"}.get(stage)
+    if module is not None:
+        try:
+            importlib.import_module(f"vidcom2.adapters.{module}")
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"method {method!r} ({stage}) cannot run on {family}: vidcom2.adapters.{module} is missing ({e})") from None
+    if position_mode is not None and stage != "in_llm":
+        modes = adapter_for(family).position_modes
+        if position_mode not in modes:
+            raise ConfigError(
+                f"model family {family!r} cannot run method {method!r} with position_mode={position_mode!r}; "
+                f"this family offers {', '.join(modes)} (or position_mode=null for its default)"
+            )
 
 
 def check_pretrained(pretrained: str, random_weights: bool) -> None:

@@ -28,7 +28,7 @@ from dataclasses import asdict, is_dataclass
 from eval.measure import now
 from eval.progress import Progress
 
-HARNESS_ARGS = ("method", "retention_ratio", "seed", "hparams", "frames", "warmup", "device", "progress")
+HARNESS_ARGS = ("method", "retention_ratio", "seed", "hparams", "frames", "warmup", "device", "progress", "position_mode")
 
 
 def resolve_device(device: str) -> str:
@@ -105,11 +105,12 @@ class Harnessed:
         warmup: int = 1,
         device: str = "auto",
         progress: bool = True,
+        position_mode: str | None = None,
         **kwargs,
     ) -> None:
         hparams = {**(hparams or {}), **split_method_kwargs(str(method), kwargs)}
         self.configure(method=method, retention_ratio=retention_ratio, seed=seed, hparams=hparams, warmup=warmup,
-                       progress=progress)
+                       progress=progress, position_mode=position_mode)
         self.frames = int(frames)
         self.sample_rows: list[dict] = []
         self.session_info: dict = {}
@@ -121,7 +122,7 @@ class Harnessed:
         super().__init__(pretrained=pretrained, device=dev, **{self.frames_arg: self.frames}, **kwargs)
 
     def configure(self, *, method: str, retention_ratio: float, seed: int, hparams: dict, warmup: int = 1,
-                  progress: bool = True) -> None:
+                  progress: bool = True, position_mode: str | None = None) -> None:
         """Set the compression of the next evaluations (the weights are untouched; a sweep reuses one instance)."""
         from vidcom2.budget import check_ratio
         from vidcom2.registry import get_method
@@ -133,6 +134,7 @@ class Harnessed:
         self.seed = int(seed)
         self.warmup = int(warmup)
         self.show_progress = bool(progress)
+        self.position_mode = position_mode  # None: the adapter's default (vidcom2.compress)
 
     # ---- hooks a family may override -------------------------------------------------------------------
     def count_frames(self, generate_kwargs: dict) -> int | None:
@@ -174,7 +176,7 @@ class Harnessed:
         try:
             with vidcom2.compress(
                 self.hf_model, method=self.method, retention_ratio=self.retention_ratio, seed=self.seed,
-                measure=True, **self.hparams,
+                measure=True, position_mode=self.position_mode, **self.hparams,
             ) as session:
                 self.session_info = dict(getattr(session, "info", {}) or {})
                 for req in requests:

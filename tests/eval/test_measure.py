@@ -1,0 +1,88 @@
+"""FLOPs formula, per-layer schedule and the efficiency summary (golden values computed by hand here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval.measure import LLMShape, layer_decode_flops, layer_prefill_flops, sample_flops, seq_lengths_per_layer, summarise
+
+
+class Cfg:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def test_shape_reads_text_config_and_gqa_width():
+    text = Cfg(num_hidden_layers=28, hidden_size=3584, intermediate_size=18944, num_attention_heads=28, num_key_value_heads=4)
+    s = LLMShape.from_config(Cfg(text_config=text))
+    assert s == LLMShape(layers=28, hidden=3584, intermediate=18944, q_width=3584, kv_width=4 * 128)
+
+
+def test_prefill_formula_without_gqa_is_the_papers():
+    # no GQA: 4*n*d^2 + 2*n^2*d + 3*n*d*m, by hand for n=10, d=8, m=32
+    s = LLMShape(layers=1, hidden=8, intermediate=32, q_width=8, kv_width=8)
+    assert layer_prefill_flops(s, 10) == 4 * 10 * 64 + 2 * 100 * 8 + 3 * 10 * 8 * 32 == 2560 + 1600 + 7680
+
+
+def test_prefill_counts_kv_projections_at_their_true_width():
+    s = LLMShape(layers=1, hidden=8, intermediate=32, q_width=8, kv_width=2)
+    # q,o: 2*10*8*8 = 1280; k,v: 2*10*8*2 = 320; attention 2*100*8 = 1600; mlp 3*10*8*32 = 7680
+    assert layer_prefill_flops(s, 10) == 1280 + 320 + 1600 + 7680
+
+
+def test_decode_step():
+    s = LLMShape(layers=1, hidden=8, intermediate=32, q_width=8, kv_width=2)
+    # 2*8*8 + 2*8*2 + 2*c*8 + 3*8*32 at c = 11
+    assert layer_decode_flops(s, 11) == 128 + 32 + 176 + 768
+
+
+def test_layer_schedule_pre_llm_and_fastv():
+    s = LLMShape(layers=4, hidden=8, intermediate=8, q_width=8, kv_width=8)
+    assert seq_lengths_per_layer(s, prompt_in=300, visual_in=200, visual_out=50, visual_layer_avg=50.0) == [150] * 4
+    # FastV K=2 on 4 layers: two layers see 200 visual tokens, two see 50 -> average 125
+    assert seq_lengths_per_layer(s, 300, 200, 50, 125.0) == [300, 300, 150, 150]
+
+
+def test_sample_flops_sums_layers():
+    s = LLMShape(layers=2, hidden=4, intermediate=4, q_width=4, kv_width=4)
+    row = dict(prompt_tokens_in=10, visual_tokens_in=6, visual_tokens_out=2, visual_tokens_layer_avg=2.0, new_tokens=3)
+    pre, dec = sample_flops(s, row)
+    n = 6  # 10 - 6 + 2 tokens in both layers
+    assert pre == 2 * (4 * n * 16 + 2 * n * n * 4 + 3 * n * 16)
+    # mean context over 3 steps: n + 2
+    assert dec == int(2 * (2 * 16 + 2 * 16 + 2 * (n + 2) * 4 + 3 * 16))
+
+
+def _row(i, **kw):
+    base = dict(
+        visual_tokens_in=100, visual_tokens_out=25, visual_tokens_layer_avg=25.0, vision_encoder_s=1.0 + i,
+        compression_s=0.5, prefill_s=2.0, decode_s=4.0, new_tokens=4, prompt_tokens_in=150, prompt_tokens_out=75,
+        preprocess_s=0.25, generate_s=7.0,
+    )
+    base.update(kw)
+    return base
+
+
+def test_summary_excludes_warmup_from_latency_only():
+    rows = [_row(0, vision_encoder_s=100.0, visual_tokens_in=200), _row(1), _row(2)]
+    e = summarise(rows, warmup=1, total_wall_s=30.0, shape=None)
+    assert e["visual_tokens_in"] == pytest.approx(400 / 3)  # tokens: every sample
+    assert e["latency_s"]["vision_encoder"] == pytest.approx(2.5)  # (2 + 3) / 2, warm-up excluded
+    assert e["latency_s"]["decode_per_token"] == pytest.approx(1.0)
+    assert e["latency_s"]["llm_generation"] == pytest.approx(6.0)
+    assert e["latency_s"]["model_generation"] == pytest.approx(2.5 + 0.5 + 6.0)
+    assert e["latency_s"]["e2e_per_sample"] == pytest.approx(0.25 + 9.0)
+    assert e["throughput_samples_per_s"] == pytest.approx(2 / (2 * 7.25))
+    assert e["warmup_samples"] == 1 and e["measured_samples"] == 2
+    assert e["flops"] == {"prefill": None, "decode_per_token": None}
+
+
+def test_summary_without_measured_samples_reports_no_latency():
+    e = summarise([_row(0)], warmup=1, total_wall_s=1.0, shape=None)
+    assert e["latency_s"]["prefill"] is None and e["measured_samples"] == 0
+    assert e["visual_tokens_out"] == 25
+
+
+def test_summary_unmeasured_stage_is_null_not_zero():
+    rows = [_row(0), _row(1, prefill_s=None)]
+    assert summarise(rows, warmup=0, total_wall_s=1.0, shape=None)["latency_s"]["prefill"] is None

@@ -1,0 +1,95 @@
+"""Record paths, validation and atomic writes (schema version 1, docs/record_schema.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from eval import record
+
+
+def minimal() -> dict:
+    lat = dict.fromkeys(record.LATENCY_KEYS)
+    eff = dict.fromkeys(record.EFFICIENCY_KEYS)
+    eff["latency_s"] = lat
+    rec = dict.fromkeys(record.REQUIRED)
+    rec.update(
+        schema_version=1, status="finished", benchmark_kind="mvbench", retention_ratio=0.25,
+        accuracy={"metric": "mvbench_accuracy", "headline": 50.0, "breakdown": {}, "unparsable": 0},
+        efficiency=eff, env=dict.fromkeys(record.ENV_KEYS), config={}, lmms_eval={},
+    )
+    return rec
+
+
+def test_paths_follow_the_schema():
+    p = record.record_path("results/runs", "tiny_mvbench", "tiny_qwen2_5_vl", "vidcom2", 0.25, 0)
+    assert str(p) == "results/runs/tiny_mvbench/tiny_qwen2_5_vl/vidcom2/r0.25/seed0/record.json"
+    # vanilla is always r1.00 whatever ratio the sweep asked for
+    assert "none/r1.00/seed3" in str(record.record_path("r", "b", "m", "none", 0.25, 3))
+
+
+def test_write_read_roundtrip_and_finished(tmp_path):
+    path = tmp_path / "a" / "record.json"
+    record.write(minimal(), path)
+    assert record.read(path)["accuracy"]["headline"] == 50.0
+    assert record.is_finished(path)
+    assert [p.name for p in path.parent.iterdir()] == ["record.json"]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.pop("env"), "misses keys"),
+        (lambda r: r.update(status="running"), "status"),
+        (lambda r: r["accuracy"].update(headline=0.5 * 200), None),  # 100 is allowed
+        (lambda r: r["accuracy"].update(headline=101.0), "0-100"),
+        (lambda r: r.update(retention_ratio=1.5), "retention_ratio"),
+        (lambda r: r["efficiency"]["latency_s"].pop("prefill"), "latency_s"),
+        (lambda r: r.update(benchmark_kind="imagenet"), "benchmark_kind"),
+    ],
+)
+def test_validate_rejects_broken_records(mutate, message, tmp_path):
+    rec = minimal()
+    mutate(rec)
+    if message is None:
+        record.validate(rec)
+        return
+    with pytest.raises(ValueError, match=message):
+        record.validate(rec)
+    with pytest.raises(ValueError):
+        record.write(rec, tmp_path / "record.json")
+    assert not (tmp_path / "record.json").exists()
+
+
+def test_failed_write_keeps_previous_record(tmp_path, monkeypatch):
+    path = tmp_path / "record.json"
+    record.write(minimal(), path)
+    before = path.read_text()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    rec = minimal()
+    rec["accuracy"]["headline"] = 10.0
+    with pytest.raises(OSError):
+        record.write(rec, path)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_corrupt_file_is_not_finished(tmp_path):
+    p = tmp_path / "record.json"
+    p.write_text("{not json")
+    assert not record.is_finished(p)
+    p.write_text(json.dumps({"status": "finished"}))
+    assert not record.is_finished(p)
+
+
+def test_nan_becomes_null(tmp_path):
+    rec = minimal()
+    rec["efficiency"]["total_wall_s"] = float("nan")
+    record.write(rec, tmp_path / "r.json")
+    assert record.read(tmp_path / "r.json")["efficiency"]["total_wall_s"] is None
