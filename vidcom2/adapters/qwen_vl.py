@@ -29,7 +29,7 @@ def rope_index(
     mm_token_type_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     grids: torch.Tensor,
-    intervals: list[float],
+    intervals: list,
     merge: int,
     text_rule: str = "reference",
 ) -> torch.Tensor:
@@ -62,7 +62,10 @@ def rope_index(
             h, w = h // merge, w // merge
             if t * h * w != n:
                 raise ValueError(f"video {video}: grid {t}x{h}x{w} does not match its {n} prompt tokens")
-            tt = (torch.arange(t, dtype=torch.float64) * intervals[video]).long()
+            # float32 as transformers (4.x and 5.x) computes it: arange(T) * interval, truncated
+            tt = (
+                torch.arange(t, dtype=torch.float32) * torch.as_tensor(intervals[video], dtype=torch.float32)
+            ).long()
             pos = torch.stack(torch.meshgrid(tt, torch.arange(h), torch.arange(w), indexing="ij")).reshape(
                 3, -1
             )
@@ -157,9 +160,12 @@ class QwenVLAdapter:
         n = inputs["video_grid_thw"].shape[0]
         if self.family != "qwen2_5_vl":
             return [1.0] * n
-        tps = float(model.config.vision_config.tokens_per_second)
+        tps = model.config.vision_config.tokens_per_second
         spg = inputs.get("second_per_grid_ts")
-        return [tps * (1.0 if spg is None else float(spg[v])) for v in range(n)]
+        # a float32 product, as transformers computes tokens_per_second * second_per_grid_t
+        return [
+            tps * torch.as_tensor(1.0 if spg is None else spg[v], dtype=torch.float32).cpu() for v in range(n)
+        ]
 
     def full_positions(self, model: nn.Module, inputs: dict, *, text_rule: str = "reference") -> torch.Tensor:
         am = attention_mask(inputs)

@@ -277,7 +277,8 @@ def inputs(arch: str, processor, video, question, *, fps: float = 2.0):
     texts = [prompt(arch, q) for q in questions]
     processor.tokenizer.padding_side = "left"
     kwargs = dict(text=texts, videos=videos, return_tensors="pt", padding=True)
-    if arch == "qwen3_vl":
+    if arch in ("qwen2_5_vl", "qwen3_vl"):
+        # Qwen3-VL writes timestamps from it; Qwen2.5-VL derives second_per_grid_ts = temporal_patch / fps
         kwargs["videos_kwargs"] = {"do_sample_frames": False}
         kwargs["video_metadata"] = [
             {"fps": fps, "total_num_frames": len(v), "frames_indices": list(range(len(v)))} for v in videos

@@ -59,7 +59,7 @@ def hf_positions(model, inputs, arch):
         attention_mask=am,
         **extra,
     )
-    return pos
+    return pos.masked_fill((am == 0)[None], 1)  # padding columns: 1, as generate numbers them
 
 
 def selections(model, inputs, arch, method, ratio, seed=0, **hparams):

@@ -1,0 +1,54 @@
+"""A left-padded batch of two prompts of different lengths gives, row by row, what each prompt gives alone (the
+rows keep different numbers of tokens, so the shrunk batch is re-padded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vidcom2
+from vidcom2.testing import tiny
+
+from .reference import ARCHS
+
+NEW = 4
+
+
+def _videos(arch):
+    if arch == "llava_onevision":  # one pixel tensor [B, F, ...]: same frame count, any content
+        return [tiny.make_video(4, 112, 140, seed=3), tiny.make_video(4, 96, 128, seed=4)]
+    return [tiny.make_video(4, 112, 140, seed=3), tiny.make_video(4, 84, 112, seed=4)]
+
+
+QUESTIONS = ["Where?", "What colour is the square that moves to the left, and how fast?"]
+
+
+def _gen(model, batch):
+    return model.generate(
+        **batch, max_new_tokens=NEW, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", ["vidcom2", "random"])
+def test_left_padded_batch_matches_each_prompt_alone(tiny_model, arch, method):
+    model, processor = tiny_model(arch)
+    videos = _videos(arch)
+    batch = tiny.inputs(arch, processor, videos, QUESTIONS)
+    assert (batch["attention_mask"] == 0).any(), (
+        "the batch must be left-padded for this test to mean anything"
+    )
+    with vidcom2.compress(model, method, 0.3) as together:
+        both = _gen(model, batch)
+    L = batch["input_ids"].shape[1]
+    for row in range(2):
+        alone_in = tiny.inputs(arch, processor, videos[row], QUESTIONS[row])
+        with vidcom2.compress(model, method, 0.3) as single:
+            alone = _gen(model, alone_in)
+        n = alone.sequences.shape[1] - alone_in["input_ids"].shape[1]
+        assert torch.equal(both.sequences[row, L : L + n], alone.sequences[0, -n:])
+        for step in range(n):
+            assert torch.allclose(both.logits[step][row], alone.logits[step][0], atol=1e-4, rtol=0)
+        assert together.samples[row].visual_tokens_out == single.samples[0].visual_tokens_out
+        assert together.samples[row].prompt_tokens_out == single.samples[0].prompt_tokens_out
+    assert together.samples[0].prompt_tokens_in != together.samples[1].prompt_tokens_in
