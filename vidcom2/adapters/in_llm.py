@@ -176,17 +176,31 @@ def last_row(
     """Attention probabilities of the last query, mean over heads: ``[kv_len]`` float32.
 
     query ``[1, Hq, q_len, d]`` and key ``[1, Hkv, kv_len, d]`` post-RoPE, before GQA repetition; kv head ``j``
-    serves query heads ``j*r .. j*r+r-1`` (transformers' ``repeat_kv``). ``mask``: optional 4-D mask of the
-    call (bool: True = attend; float: additive); its last query row is applied.
+    serves query heads ``j*r .. j*r+r-1`` (transformers' ``repeat_kv``; grouped here instead of repeated, so no
+    ``[Hq, kv_len, d]`` copy exists). ``mask``: optional mask of the call, 4-D ``[1, 1, q, kv]`` (bool: True =
+    attend; float: additive; its last query row is applied) or a 2-D ``[1, kv]`` 0/1 padding mask (flash).
     """
-    hq, hkv = query.shape[1], key.shape[1]
-    q = query[:, :, -1:, :].float()
-    k = key.float().repeat_interleave(hq // hkv, dim=1)
-    logits = (q @ k.transpose(-1, -2)) * scaling  # [1, Hq, 1, kv_len]
+    b, hq, _, d = query.shape
+    hkv, kv = key.shape[1], key.shape[2]
+    q = query[:, :, -1:, :].float().reshape(b, hkv, hq // hkv, d)
+    logits = (q @ key.float().transpose(-1, -2)) * scaling  # [1, Hkv, r, kv_len]
+    logits = logits.reshape(b, hq, 1, kv)
     if mask is not None:
-        m = mask[:, :, -1:, -k.shape[-2] :]
+        m = mask[:, None, None, -kv:].bool() if mask.dim() == 2 else mask[:, :, -1:, -kv:]
         logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.float()
     return torch.softmax(logits, dim=-1).mean(dim=1).reshape(-1)
+
+
+def _take(mask: torch.Tensor | None, rows: torch.Tensor | None, cols: torch.Tensor) -> torch.Tensor | None:
+    """Select query ``rows`` (None: all) and key ``cols`` of a 4-D ``[B, 1, q, kv]`` mask, or ``cols`` of a 2-D
+    ``[B, kv]`` padding mask (flash backends)."""
+    if mask is None:
+        return None
+    if mask.dim() == 2:
+        return mask[:, cols]
+    if rows is not None:
+        mask = mask[:, :, rows]
+    return mask[:, :, :, cols]
 
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -260,6 +274,8 @@ def pruning(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "mask" and "flash" in str(text_model.config._attn_implementation):
+        raise ValueError("mode='mask' (the reference) needs a 4-D mask: run it with sdpa or eager attention")
     position_mode = position_mode or plan.position_mode
     if position_mode not in POSITION_MODES:
         raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {position_mode!r}")
@@ -373,12 +389,9 @@ def pruning(
                 row = row[cur] if mode == "mask" else row
             else:
                 earlier = [layer for layer in stages if layer < layer_idx]
-                if position_mode == "contiguous" and earlier:
-                    c, s = state.cos_sin[max(earlier)]
-                else:
-                    c, s = cos[:, cur], sin[:, cur]
+                c, s = state.cos_sin[max(earlier)] if earlier else (cos[:, cur], sin[:, cur])
                 mask = kwargs.get("attention_mask")  # the parent's full-prompt mask
-                mask = mask[:, :, cur][:, :, :, cur] if mask is not None else None
+                mask = _take(mask, cur, cur)
                 seq = cur if mode == "mask" else slice(None)
                 row = recompute_row(layer_idx, hidden[:, seq], c, s, mask)
                 state.rows[layer_idx] = row
@@ -389,11 +402,14 @@ def pruning(
             local = survive.nonzero().squeeze(1)
             state.current = cur[survive]
             state.keep[layer_idx] = state.current
+            # cos/sin of the survivors, computed once per stage (the parent hands every layer the same tensors)
             if position_mode == "contiguous":
                 n = state.current.numel()
                 pos = torch.arange(n, device=hidden.device)
                 pos = pos.view(1, 1, -1).expand(3, 1, -1) if mrope else pos.view(1, -1)
                 state.cos_sin[layer_idx] = text_model.rotary_emb(hidden, pos)
+            else:
+                state.cos_sin[layer_idx] = (cos[:, state.current], sin[:, state.current])
         if layer_idx < first:
             return None
         keep = state.current
@@ -402,17 +418,13 @@ def pruning(
         if mode == "prune":
             if local is not None:
                 hidden = hidden.index_select(1, local)
-            if position_mode == "contiguous":
-                kwargs["position_embeddings"] = state.cos_sin[stage_layer]
-                if kwargs.get("position_ids") is not None:
+            kwargs["position_embeddings"] = state.cos_sin[stage_layer]
+            if kwargs.get("position_ids") is not None:
+                if position_mode == "contiguous":
                     kwargs["position_ids"] = torch.arange(keep.numel(), device=keep.device).view(1, -1)
-            else:
-                kwargs["position_embeddings"] = (cos[:, keep], sin[:, keep])
-                if kwargs.get("position_ids") is not None:
+                else:
                     kwargs["position_ids"] = kwargs["position_ids"][..., keep]
-            mask = kwargs.get("attention_mask")
-            if mask is not None:
-                kwargs["attention_mask"] = mask[:, :, keep][:, :, :, keep]
+            kwargs["attention_mask"] = _take(kwargs.get("attention_mask"), keep, keep)
         else:
             n = hidden.shape[1]
             kept_bool = torch.zeros(n, dtype=torch.bool, device=hidden.device)
@@ -447,7 +459,7 @@ def pruning(
             if mask is not None:
                 kv_full = mask.shape[-1]
                 cols = torch.cat([keep, torch.arange(prompt_len, kv_full, device=keep.device)])
-                kwargs["attention_mask"] = mask[..., cols]
+                kwargs["attention_mask"] = _take(mask, None, cols)
         else:
             kv_full = cache_len + q_len
             kept_bool = torch.zeros(prompt_len, dtype=torch.bool, device=hidden.device)
