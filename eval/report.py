@@ -336,15 +336,16 @@ def efficiency_table(agg: pd.DataFrame, group: tuple, rows: list[Row], methods: 
         for col, header, formatter in EFFICIENCY_COLUMNS:
             change = pct_change(info.get(col), None if vanilla is None else vanilla[col])
             rec[col], rec[f"{col}_change_pct"] = info.get(col), change
-            shown[header] = formatter(info.get(col))
-            shown[f"Δ {header.split(' (')[0]}"] = DASH if row.method == "none" else fmt_change(change)
+            # value and change vs vanilla in one cell, as the paper prints them
+            extra = "" if row.method == "none" or pd.isna(change) else f" ({fmt_change(change)})"
+            shown[header] = formatter(info.get(col)) + extra
         shown["Accuracy"] = fmt(info.get("accuracy"))
         data.append(rec)
         display.append(shown)
     notes = _common_notes(sub.reset_index(), approx, methods)
     notes.append(
         "Latencies are sums over the benchmark's samples (per-sample device-synchronised means x n); "
-        "Tokens = visual tokens per sample seen by the LLM, averaged over layers; Δ = change vs vanilla."
+        "Tokens = visual tokens per sample seen by the LLM, averaged over layers; (±x%) = change vs vanilla."
     )
     if len(sub) and (sub["peak_memory_kind"] == "rss").any():
         notes.append("Peak memory is the process peak RSS (CPU run), not GPU memory.")
