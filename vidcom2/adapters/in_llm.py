@@ -142,9 +142,17 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
 
         sched = schedule(r, num_layers, method.layers, method.budget_mode)
         stages = tuple(Stage(int(layer), count(frac, num_visual)) for layer, frac in sched)
-        mode = "original" if mrope else "contiguous"
+        mode = "original" if mrope else "contiguous"  # = position_mode_for(method, text_model)
         return Plan("pdrop", stages, "recompute", mode, {"schedule": [(int(a), float(b)) for a, b in sched]})
     raise ValueError(f"no in-LLM pruning for method {name!r}; in-LLM methods here: 'fastv', 'pdrop'")
+
+
+def position_mode_for(method, text_model) -> str:
+    """The position rule an in-LLM method uses on this text model (for records): FastV keeps ``original``
+    positions; PDrop renumbers ``contiguous`` on 1-D RoPE models and keeps ``original`` M-RoPE positions."""
+    if method.info.name == "pdrop" and not _is_mrope(text_model):
+        return "contiguous"
+    return "original"
 
 
 def layer_counts(plan: Plan, num_layers: int, num_visual: int) -> list[int]:
@@ -232,7 +240,7 @@ class PruneState:
     current: torch.Tensor | None = None  # original indices of the sequence the last layer processed
     # layer -> original indices used by that layer (>= first stage)
     layer_keep: dict = field(default_factory=dict)
-    cos_sin: dict = field(default_factory=dict)  # layer -> (cos, sin) for contiguous prefill
+    cos_sin: dict = field(default_factory=dict)  # stage layer -> (cos, sin) of its survivors (prefill)
     prompt_len: int = 0
 
 
@@ -255,7 +263,6 @@ def _check_cache(past) -> None:
 
 @contextmanager
 def pruning(
-    model,
     text_model,
     layers,
     visual: torch.Tensor,
@@ -592,7 +599,7 @@ def generate(
     layers = adapter.decoder_layers(model)
     visual = candidates(adapter, model, kwargs, slots)
     plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=_is_mrope(text_model))
-    with pruning(model, text_model, layers, visual, plan, **options) as state:
+    with pruning(text_model, layers, visual, plan, **options) as state:
         out = generate_fn(**kwargs)
     _record(recorder, state, int(visual.sum()))
     return out

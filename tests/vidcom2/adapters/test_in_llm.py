@@ -48,7 +48,7 @@ def run(model, batch, method, ratio, mode="prune", **options):
     text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
     visual = in_llm.candidates(adapter, model, batch)
     plan = in_llm.plan_for(method, ratio, len(layers), int(visual.sum()), mrope=in_llm._is_mrope(text_model))
-    with in_llm.pruning(model, text_model, layers, visual, plan, mode=mode, **options) as state:
+    with in_llm.pruning(text_model, layers, visual, plan, mode=mode, **options) as state:
         out = model.generate(
             **batch,
             max_new_tokens=NEW_TOKENS,
@@ -153,6 +153,8 @@ def test_pdrop_prune_equals_mask_mode_and_stage_counts(models, arch):
     assert set(state.keep[2].tolist()) <= set(state.keep[1].tolist())
     assert set(state.keep[3].tolist()) <= set(state.keep[2].tolist())
     assert state.position_mode == ("contiguous" if arch == "llava_onevision" else "original")
+    assert in_llm.position_mode_for(method, model.model.language_model) == state.position_mode
+    assert in_llm.position_mode_for(get_method("fastv"), model.model.language_model) == "original"
     assert_restored(model)
 
 
@@ -244,7 +246,7 @@ def test_restored_after_exception(models):
     visual = in_llm.candidates(adapter, model, batch)
     plan = in_llm.plan_for(get_method("fastv", prune_layer=1), 0.25, 4, int(visual.sum()), mrope=True)
     with pytest.raises(RuntimeError, match="boom"):
-        with in_llm.pruning(model, text_model, layers, visual, plan):
+        with in_llm.pruning(text_model, layers, visual, plan):
             assert text_model.config._attn_implementation == "vidcom2_in_llm_sdpa"
             assert "_deepstack_process" in vars(text_model)
             assert layers[1]._forward_pre_hooks and in_llm._ACTIVE
