@@ -129,6 +129,16 @@ def compress(
             attn_implementation=getattr(adapter.text_model(model).config, "_attn_implementation", None),
         )
     )
+    plan = _Plan(
+        adapter,
+        impl,
+        ratio,
+        seed,
+        measure,
+        position_mode if stage != "in_llm" else explicit_mode,
+        text_rule,
+        modules,
+    )
     original_generate = model.generate  # the bound method (or an outer wrapper) in effect now
 
     def generate(*args, **kwargs):
@@ -138,111 +148,110 @@ def compress(
             kwargs["input_ids"] = args[0]
         if "inputs" in kwargs:
             kwargs["input_ids"] = kwargs.pop("inputs")
-        return _generate(
-            model,
-            adapter,
-            impl,
-            ratio,
-            seed,
-            measure,
-            position_mode if stage != "in_llm" else explicit_mode,
-            text_rule,
-            modules,
-            session,
-            original_generate,
-            kwargs,
-        )
+        return _generate(model, plan, session, original_generate, kwargs)
 
+    # generate caches Qwen's rope_deltas on the model: leave the model as it was
     rope_deltas = getattr(model.model, "rope_deltas", None)
     try:
         with instance_attr(model, "generate", generate):
             yield session
     finally:
         if hasattr(model.model, "rope_deltas"):
-            model.model.rope_deltas = (
-                rope_deltas  # generate caches it on the model; leave the model as it was
-            )
+            model.model.rope_deltas = rope_deltas
 
 
-def _generate(
-    model,
-    adapter,
-    impl,
-    ratio,
-    seed,
-    measure,
-    position_mode,
-    text_rule,
-    modules,
-    session,
-    generate_fn,
-    kwargs,
-):
+@dataclass(frozen=True)
+class _Plan:
+    """The resolved settings of one ``compress`` block."""
+
+    adapter: object
+    method: object  # the method instance (vidcom2.get_method)
+    ratio: float
+    seed: int
+    measure: bool
+    position_mode: str | None  # None: in-LLM method's own rule
+    text_rule: str
+    modules: dict  # stage modules: "encoder_scores" / "in_llm"
+
+
+def _eos(model, kwargs):
+    config = kwargs.get("generation_config") or model.generation_config
+    return kwargs.get("eos_token_id", config.eos_token_id)
+
+
+def _passthrough(model, session, generate_fn, kwargs):
+    """A call without video: nothing to compress; recorded with zero visual tokens."""
+    if kwargs.get("mm_encoder_outputs") is not None:
+        raise ValueError(
+            "compress runs the vision encoder itself: pass pixel_values_videos, not mm_encoder_outputs"
+        )
+    out = generate_fn(**kwargs)
+    ids = kwargs.get("input_ids")
+    if ids is not None:
+        seqs = out if isinstance(out, torch.Tensor) else out.sequences
+        am = kwargs.get("attention_mask")
+        lengths = (torch.ones_like(ids) if am is None else am).sum(1).tolist()
+        news = _new_tokens(seqs, ids.shape[1], _eos(model, kwargs))
+        session.samples += [
+            SampleStats(0, 0, 0.0, new_tokens=n, prompt_tokens_in=int(p), prompt_tokens_out=int(p))
+            for n, p in zip(news, lengths)
+        ]
+    return out
+
+
+def _select(plan: _Plan, encoded, captured) -> list:
+    """One Selection per video (``None`` = keep all, for in-LLM methods that prune later)."""
     import vidcom2
+
+    stage = plan.method.info.stage
+    if stage == "in_llm":
+        return [None] * len(encoded.feats)
+    aux = _split_aux(captured, encoded) if stage == "vision_encoder" else [{}] * len(encoded.feats)
+    return [
+        vidcom2.apply(plan.method, f, plan.ratio, seed=plan.seed, **a) for f, a in zip(encoded.feats, aux)
+    ]
+
+
+def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
+    from vidcom2.adapters.rebuild import shrink
 
     ids = kwargs.get("input_ids")
     if kwargs.get("pixel_values_videos") is None or ids is None:
-        if kwargs.get("mm_encoder_outputs") is not None:
-            raise ValueError(
-                "compress runs the vision encoder itself: pass pixel_values_videos, not mm_encoder_outputs"
-            )
-        out = generate_fn(**kwargs)  # no video: nothing to compress
-        seqs = out if isinstance(out, torch.Tensor) else out.sequences
-        if ids is not None:
-            lengths = (
-                (
-                    kwargs.get("attention_mask")
-                    if kwargs.get("attention_mask") is not None
-                    else torch.ones_like(ids)
-                )
-                .sum(1)
-                .tolist()
-            )
-            news = _new_tokens(seqs, ids.shape[1], model.generation_config.eos_token_id)
-            session.samples += [
-                SampleStats(0, 0, 0.0, new_tokens=n, prompt_tokens_in=int(p), prompt_tokens_out=int(p))
-                for n, p in zip(news, lengths)
-            ]
-        return out
-
-    rec = Recorder(enabled=measure, device=ids.device)
-    stage = impl.info.stage
+        return _passthrough(model, session, generate_fn, kwargs)
+    adapter, stage = plan.adapter, plan.method.info.stage
+    rec = Recorder(enabled=plan.measure, device=ids.device)
+    captured = None
     with torch.no_grad():
         with rec.timer("vision_encoder"):
             if stage == "vision_encoder":
-                with modules["encoder_scores"].capture(adapter, model) as captured:
+                with plan.modules["encoder_scores"].capture(adapter, model) as captured:
                     encoded = adapter.encode(model, kwargs)
             else:
                 encoded = adapter.encode(model, kwargs)
         with rec.timer("compression"):
-            if stage == "in_llm":
-                selections = [None] * len(encoded.feats)
-            else:
-                aux = (
-                    _split_aux(captured, encoded) if stage == "vision_encoder" else [{}] * len(encoded.feats)
-                )
-                selections = [
-                    vidcom2.apply(impl, f, ratio, seed=seed, **a) for f, a in zip(encoded.feats, aux)
-                ]
-            from vidcom2.adapters.rebuild import shrink
-
+            selections = _select(plan, encoded, captured)
             prompt, counts = shrink(
-                adapter, model, kwargs, encoded, selections, position_mode=position_mode, text_rule=text_rule
+                adapter,
+                model,
+                kwargs,
+                encoded,
+                selections,
+                position_mode=plan.position_mode,
+                text_rule=plan.text_rule,
             )
     call = {k: v for k, v in kwargs.items() if k not in _PROMPT_KEYS and k not in adapter.encoder_inputs}
     call.update(prompt)
     timed = _timed(model, rec, generate_fn)
     if stage == "in_llm":
-        options = {"position_mode": position_mode} if position_mode is not None else {}
-        out = modules["in_llm"].generate(
-            adapter, model, timed, call, impl, ratio, rec, slots=encoded.slots, **options
+        options = {"position_mode": plan.position_mode} if plan.position_mode is not None else {}
+        out = plan.modules["in_llm"].generate(
+            adapter, model, timed, call, plan.method, plan.ratio, rec, slots=encoded.slots, **options
         )
     else:
         out = timed(**call)
     out = _restore_prompt(out, ids, prompt["input_ids"].shape[1])
     seqs = out if isinstance(out, torch.Tensor) else out.sequences
-    news = _new_tokens(seqs, ids.shape[1], model.generation_config.eos_token_id)
-    for c, n in zip(counts, news):
+    for c, n in zip(counts, _new_tokens(seqs, ids.shape[1], _eos(model, kwargs))):
         c["new_tokens"] = n
     session.samples += rec.rows(counts)
     return out
