@@ -179,6 +179,24 @@ def test_pdrop_contiguous_positions_on_qwen_match_mask_mode(models):
     assert_same_generation(pruned, masked)
 
 
+@pytest.mark.parametrize("arch", ["llava_onevision", "qwen2_5_vl"])
+@pytest.mark.parametrize("name", ["fastv", "pdrop"])
+@pytest.mark.parametrize("impl, use_cache", [("eager", True), ("sdpa", False)])
+def test_eager_backend_and_cacheless_generation(models, arch, name, impl, use_cache):
+    # eager: float additive masks are sliced / extended; no cache: every forward is a prefill of the longer prompt
+    model, batch = models(arch)
+    text_model = model.model.language_model
+    text_model.config._attn_implementation = impl
+    try:
+        options = dict(use_cache=use_cache)
+        pruned, _, _ = run(model, dict(batch, **options), get_method(name), 0.25)
+        masked, _, _ = run(model, dict(batch, **options), get_method(name), 0.25, mode="mask")
+        assert text_model.config._attn_implementation == impl
+    finally:
+        text_model.config._attn_implementation = "sdpa"
+    assert_same_generation(pruned, masked)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", ["fastv", "pdrop"])
 def test_keep_all_equals_unhooked(models, arch, name):
