@@ -69,10 +69,13 @@ EFFICIENCY_METRICS = {
 
 
 def load_methods(path: Path | None = None) -> pd.DataFrame:
-    """``methods.csv`` as a frame: paper_method, method (registry name), label, note."""
+    """``methods.csv`` as a frame: method (registry name), label, paper_method ("" if the paper has none), note.
+
+    Row order is the table order (the paper's, VidCom2 last)."""
     frame = pd.read_csv(path or PAPER_DIR / "methods.csv", dtype=str, keep_default_na=False)
-    if frame["paper_method"].duplicated().any() or frame["method"].duplicated().any():
-        raise ValueError(f"{path or PAPER_DIR / 'methods.csv'}: paper_method and method must each be unique")
+    named = frame.loc[frame["paper_method"] != "", "paper_method"]
+    if named.duplicated().any() or frame["method"].duplicated().any():
+        raise ValueError(f"{path or PAPER_DIR / 'methods.csv'}: method and paper_method must each be unique")
     return frame
 
 
@@ -86,14 +89,14 @@ def method_label(method: str, methods: pd.DataFrame | None = None) -> str:
 def to_registry_name(paper_method: str, methods: pd.DataFrame | None = None) -> str:
     """The registry name of a paper method name (``vanilla`` -> ``none``); registry names pass through."""
     methods = load_methods() if methods is None else methods
-    hit = methods.loc[methods["paper_method"] == paper_method, "method"]
+    hit = methods.loc[(methods["paper_method"] == paper_method) & (methods["paper_method"] != ""), "method"]
     if len(hit):
         return str(hit.iloc[0])
     if paper_method in set(methods["method"]):
         return paper_method
     raise KeyError(
         f"unknown method {paper_method!r}: add it to {PAPER_DIR / 'methods.csv'} "
-        f"(known paper names: {', '.join(methods['paper_method'])})"
+        f"(known paper names: {', '.join(m for m in methods['paper_method'] if m)})"
     )
 
 
@@ -247,9 +250,11 @@ def load_preset(kind: str, name: str, overrides: tuple[str, ...] = ()) -> Preset
 
 
 def row_status(method: str, family: str) -> str:
-    """"ok", "not implemented" (not registered or no conf/method file) or "not supported" (adapter refuses)."""
-    if method not in implemented_methods() or not (CONF_DIR / "method" / f"{method}.yaml").is_file():
+    """"ok", "not implemented" (not registered), "no conf/method/<name>.yaml" or "not supported by <family>"."""
+    if method not in implemented_methods():
         return "not implemented"
+    if not (CONF_DIR / "method" / f"{method}.yaml").is_file():
+        return f"no conf/method/{method}.yaml"
     try:
         import vidcom2.compress as compress
     except ImportError:

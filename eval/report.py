@@ -577,8 +577,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows = None
     if preset is not None:
-        known = paper.implemented_methods()
-        rows = [Row(m, r, "ok" if m in known else "not implemented") for m, r in preset.rows]
+        # a row with a record ran; one without says why it cannot run, if it cannot
+        have = {(r["method"], round(float(r["retention_ratio"]), 4)) for r in records}
+        rows = [Row(m, r, "ok" if (m, r) in have else paper.row_status(m, preset.family)) for m, r in preset.rows]
     out = args.out or Path("results/tables") / name
     text = build(
         records, out, None if args.no_plots else (args.plots or Path("results/plots") / name), rows,

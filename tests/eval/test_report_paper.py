@@ -85,11 +85,11 @@ def test_rule_reproduces_every_published_relative_accuracy():
 def test_published_numbers_load_with_registry_names_and_seconds():
     pub = paper.load_published()
     assert len(pub) == 456
-    assert set(pub["method"]) >= {"none", "vidcom2", "dycoke_vc2", "sparsevlm", "fastvid", "holitom"}
+    assert set(pub["method"]) >= {"none", "vidcom2", "dycoke_vc2", "sparsevlm", "fastvid_vc2", "holitom_vc2", "visionzip_vc2"}
     total = pub[(pub["metric"] == "total_latency_s") & (pub["method"] == "none")]["value"].iloc[0]
     assert total == 26 * 60 + 3
     assert pub.loc[pub["model"] == "Qwen3-VL-32B-Instruct", "frames"].isna().all()
-    assert paper.to_registry_name("vanilla") == "none" and paper.method_label("dycoke_vc2") == "DyCoke"
+    assert paper.to_registry_name("vanilla") == "none" and paper.method_label("dycoke_vc2") == "DyCoke (vc2)"
     with pytest.raises(KeyError, match="methods.csv"):
         paper.to_registry_name("not_a_method")
     assert paper.mmss_to_seconds("18:44") == 1124.0
