@@ -63,8 +63,23 @@ def hf_positions(model, inputs, arch):
 
 
 def selections(model, inputs, arch, method, ratio, seed=0, **hparams):
-    feats, out = full_features(model, inputs, arch)
-    return [vidcom2.apply(method, f, ratio, seed=seed, **hparams) for f in feats], feats, out
+    """One ``vidcom2.apply`` per video; vision-encoder methods get the scores / keys that
+    ``vidcom2.adapters.encoder_scores.capture`` records around the encoder call (that module has its own tests)."""
+    if vidcom2.get_method(method, **hparams).info.stage != "vision_encoder":
+        feats, out = full_features(model, inputs, arch)
+        return [vidcom2.apply(method, f, ratio, seed=seed, **hparams) for f in feats], feats, out
+    from vidcom2.adapters import encoder_scores, get_adapter
+
+    with encoder_scores.capture(get_adapter(model), model) as cap:
+        feats, out = full_features(model, inputs, arch)
+    frames = [f.shape[0] for f in feats]
+    scores = torch.cat(list(cap.scores)).split(frames)
+    keys = torch.cat(list(cap.keys)).split(frames)
+    sels = [
+        vidcom2.apply(method, f, ratio, scores=s, keys=k, seed=seed, **hparams)
+        for f, s, k in zip(feats, scores, keys)
+    ]
+    return sels, feats, out
 
 
 def masked_teacher_forced(model, inputs, arch, generated, method, ratio, *, position_mode, seed=0, **hparams):

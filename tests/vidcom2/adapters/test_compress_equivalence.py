@@ -1,5 +1,5 @@
 """Compressed ``generate`` (shrunk prompt, KV cache) == a full-sequence teacher-forced forward in which the dropped
-video tokens are hidden by a 4-D boolean mask, for every pre-LLM method on every architecture (spec
+video tokens are hidden by a 4-D boolean mask, for every pre-LLM and vision-encoder method on every architecture (spec
 hooks_transformers.md section 7). The reference (``reference.py``) uses only raw transformers calls."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from .reference import ARCHS, masked_teacher_forced
 NEW = 5
 # dycoke_ttm keeps its anchor frames whole, so its ratio has a floor (1/2 with the Qwen tiny videos' 2 patches)
 RATIO = {"dycoke_ttm": 0.6}
-CASES = [(m, a) for m in vidcom2.list_methods(stage="pre_llm") for a in ARCHS]
+# vision-encoder methods take the same prompt-shrinking path (with encoder scores); visionzip also merges features
+METHODS = vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
+CASES = [(m, a) for m in METHODS for a in ARCHS]
 
 
 def _inputs(arch, processor):
