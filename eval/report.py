@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -444,7 +445,7 @@ def _tex_escape(text: str) -> str:
                  ("$", r"\$"), ("–", "--"), ("−", "$-$"), ("Δ", r"$\Delta$"), ("×", r"$\times$"),
                  (APPROX_MARK, r"$^\dagger$"), (RANDOM_MARK, r"$^\ddagger$")):  # fmt: skip
         text = text.replace(a, b)
-    return text
+    return re.sub(r"`([^`]*)`", r"\\texttt{\1}", text)  # Markdown code spans
 
 
 def to_latex(table: Table) -> str:

@@ -91,7 +91,7 @@ def test_vs_paper_tables(built):
 def test_latex_and_plots(built):
     out, _ = built
     tex = (out / "tables" / "accuracy.tex").read_text()
-    assert tex.count(r"\begin{tabular}") == 2 and r"\toprule" in tex and "--" in tex
+    assert tex.count(r"\begin{tabular}") == 2 and r"\toprule" in tex and "--" in tex and r"\texttt{fastv}" in tex
     body = tex.replace(r"\%", "")
     assert "%" not in body.replace("\\resizebox{\\linewidth}{!}{%", "")  # every percent sign escaped
     for name in ("accuracy_LLaVA-OV-7B_32f", "latency_LLaVA-OV-7B_32f_mvbench", "pareto_LLaVA-OV-7B_32f_mvbench"):
