@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from eval.measure import LLMShape, layer_decode_flops, layer_prefill_flops, sample_flops, seq_lengths_per_layer, summarise
+from eval.measure import (
+    LLMShape,
+    layer_decode_flops,
+    layer_prefill_flops,
+    sample_flops,
+    seq_lengths_per_layer,
+    summarise,
+)
 
 
 class Cfg:

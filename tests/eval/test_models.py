@@ -1,0 +1,117 @@
+"""The lmms-eval model wrappers on tiny random-weight checkpoints of each family, through ``simple_evaluate``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.tasks import tiny_data
+from eval.tasks.tiny_utils import data_dir
+
+FAMILIES = {
+    "llava_onevision": ("eval.models.llava_onevision.LlavaOneVisionCompressed", {"dtype": "float32"}),
+    "qwen2_vl": ("eval.models.qwen2_vl.Qwen2VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
+    "qwen2_5_vl": ("eval.models.qwen2_5_vl.Qwen2_5_VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
+    "qwen3_vl": ("eval.models.qwen3_vl.Qwen3VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    from vidcom2.testing import tiny
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    tiny_data.build(data_dir())
+    return {arch: tiny.save(arch, root / arch) for arch in FAMILIES}
+
+
+def make(family, path, **kw):
+    from hydra.utils import get_class
+
+    target, extra = FAMILIES[family]
+    return get_class(target)(pretrained=str(path), frames=8, device="cpu", progress=False, **extra, **kw)
+
+
+def evaluate(lm, limit=1):
+    from eval.evaluate import run_tasks
+
+    return run_tasks(lm, ["tiny_mvbench"], prompt_model=lm.family, limit=limit, seed=0, offline=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_wrapper_compresses_measures_and_survives_clean(family, checkpoints):
+    from vidcom2.budget import count
+
+    lm = make(family, checkpoints[family], method="uniform", retention_ratio=0.25, hparams={"budget": "uniform"})
+    model = lm.hf_model
+    res = evaluate(lm)
+    assert sum(len(v) for v in res["samples"].values()) == 2 and len(lm.sample_rows) == 2
+    for row in lm.sample_rows:
+        assert row["visual_tokens_in"] > 0 and row["frames_fed"] > 0
+        for key in ("vision_encoder_s", "compression_s", "prefill_s", "decode_s", "preprocess_s", "generate_s"):
+            assert row[key] is not None and row[key] >= 0, key
+        # uniform budgets: each frame (Qwen: temporal patch) keeps count(0.25, N) of its N tokens
+        frames = row["frames_fed"] // (1 if family == "llava_onevision" else 2)
+        n = row["visual_tokens_in"] // frames
+        assert row["visual_tokens_out"] == frames * count(0.25, n)
+    # lmms-eval's clean() ran: the modules are still there, the model is the same object, compress left nothing
+    assert lm.hf_model is model and "generate" not in model.__dict__
+    lm.configure(method="none", retention_ratio=1.0, seed=0, hparams={})
+    lm.reset_measurements()
+    evaluate(lm)
+    assert [r["visual_tokens_out"] for r in lm.sample_rows] == [r["visual_tokens_in"] for r in lm.sample_rows]
+
+
+@pytest.mark.slow
+def test_unreadable_video_is_an_error_not_an_empty_answer(checkpoints, tmp_path, monkeypatch):
+    # Qwen2-VL's parent logs and drops a video it cannot read; the harness must refuse the request instead
+    for clip in tiny_data.CLIPS:
+        (tmp_path / clip).write_bytes(b"not a video")
+    monkeypatch.setenv("VTC_TINY_DATA", str(tmp_path))
+    lm = make("qwen2_vl", checkpoints["qwen2_vl"], method="none")
+    with pytest.raises(RuntimeError, match="without video inputs"):
+        evaluate(lm)
+
+
+def test_flat_cli_kwargs_become_hyper_parameters():
+    from eval.models.base import split_method_kwargs
+
+    kwargs = {"budget": "uniform", "compute_dtype": "float32", "max_pixels": 100}
+    assert split_method_kwargs("vidcom2", kwargs) == {"budget": "uniform", "compute_dtype": "float32"}
+    assert kwargs == {"max_pixels": 100}
+
+
+def test_entry_point_registers_every_family():
+    from lmms_eval.models import get_model
+
+    from eval.models import WRAPPERS
+
+    for family, path in WRAPPERS.items():
+        cls = get_model(f"vidcom2_{family}")
+        assert f"{cls.__module__}.{cls.__name__}" == path and cls.family == family
+
+
+def test_llava_prompt_is_the_qwen_1_5_conversation():
+    from eval.models.llava_onevision import build_prompt
+
+    assert build_prompt("<image>\nWhat moves?\n") == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<video>\nWhat moves?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_llava_frames_are_uniform_over_the_clip(tmp_path):
+    import av
+
+    from eval.models.llava_onevision import sample_frames
+
+    clip = tiny_data.CLIPS["clip02.mp4"]  # 32 frames
+    tiny_data.write_mp4(clip.render(), tmp_path / "c.mp4")
+    with av.open(str(tmp_path / "c.mp4")) as f:
+        decoded = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    got = sample_frames(str(tmp_path / "c.mp4"), 5)
+    # linspace(0, 31, 5) truncated: 0, 7, 15, 23, 31
+    want = np.stack([decoded[i] for i in (0, 7, 15, 23, 31)])
+    assert got.shape == want.shape
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < 2

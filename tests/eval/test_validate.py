@@ -1,0 +1,78 @@
+"""Bad configurations fail before any weights load, naming the problem and the fix (in-process, fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from eval.runner import run
+from eval.validate import ConfigError
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def cfg(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("eval", overrides=list(overrides))
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Fail the test if a run gets as far as loading a model."""
+    import eval.runner
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded although the configuration is invalid")
+
+    monkeypatch.setattr(eval.runner, "load_model", boom)
+
+
+def test_ratio_out_of_range(no_load, tmp_path):
+    for r in ("0", "-0.5", "1.01"):
+        with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+            run(cfg(f"retention_ratio={r}", f"results_dir={tmp_path}"))
+
+
+def test_vanilla_ignores_the_ratio_and_runs_at_one():
+    from eval import validate
+
+    assert validate.check_ratio("none", 0.25) == 1.0
+
+
+def test_budget_on_a_method_without_allocator(no_load, tmp_path):
+    with pytest.raises(ConfigError, match="no per-frame budget allocator"):
+        run(cfg("method=fastv", "budget=fca", f"results_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match="budget must be one of"):
+        run(cfg("method=vidcom2", "budget=fair", f"results_dir={tmp_path}"))
+
+
+def test_unknown_hyper_parameter(no_load, tmp_path):
+    with pytest.raises(ConfigError, match="did you mean|Did you mean|no hyper-parameter"):
+        run(cfg("method=vidcom2", "+method.budgett=fca", f"results_dir={tmp_path}"))
+
+
+def test_incompatible_model_method_setting(no_load, tmp_path):
+    with pytest.raises(ConfigError, match="offers original"):
+        run(cfg("model=tiny_qwen3_vl", "method=vidcom2", "position_mode=contiguous", f"results_dir={tmp_path}"))
+
+
+def test_missing_tiny_model_names_the_script(no_load, tmp_path):
+    with pytest.raises(ConfigError, match="make_tiny_models.py"):
+        run(cfg(f"cache_dir={tmp_path}", f"results_dir={tmp_path}"))
+
+
+def test_missing_videos_name_the_script(no_load, tmp_path, monkeypatch):
+    from vidcom2.testing import tiny
+
+    tiny.save("qwen3_vl", tmp_path / "tiny_models" / "qwen3_vl")
+    monkeypatch.setenv("VTC_TINY_DATA", str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="make_tiny_benchmarks.py"):
+        run(cfg("model=tiny_qwen3_vl", f"cache_dir={tmp_path}", f"results_dir={tmp_path}"))
+
+
+def test_missing_real_dataset_names_it_and_how_to_get_it(no_load, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"lmms-eval/Video-MME.*huggingface-cli login"):
+        run(cfg("model=qwen3_vl_8b", "benchmark=videomme", f"results_dir={tmp_path}"))
