@@ -96,6 +96,11 @@ def compress(
     from vidcom2.adapters import get_adapter
     from vidcom2.adapters.qwen_vl import TEXT_RULES
 
+    if getattr(model.__dict__.get("generate"), "_vidcom2_compress", False):
+        raise RuntimeError(
+            "this model is already inside a vidcom2.compress block; nest nothing, exit that one first"
+        )
+
     impl = get_method(method, **hparams)  # validates the name and hparams
     ratio = check_ratio(retention_ratio)
     adapter = get_adapter(model)
@@ -149,6 +154,8 @@ def compress(
         if "inputs" in kwargs:
             kwargs["input_ids"] = kwargs.pop("inputs")
         return _generate(model, plan, session, original_generate, kwargs)
+
+    generate._vidcom2_compress = True
 
     # generate caches Qwen's rope_deltas on the model: leave the model as it was
     rope_deltas = getattr(model.model, "rope_deltas", None)
@@ -239,13 +246,15 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
                 position_mode=plan.position_mode,
                 text_rule=plan.text_rule,
             )
+    slots = encoded.slots
+    del encoded, selections  # the encoder outputs live on only in `prompt` (kept rows): free the rest
     call = {k: v for k, v in kwargs.items() if k not in _PROMPT_KEYS and k not in adapter.encoder_inputs}
     call.update(prompt)
     timed = _timed(model, rec, generate_fn)
     if stage == "in_llm":
         options = {"position_mode": plan.position_mode} if plan.position_mode is not None else {}
         out = plan.modules["in_llm"].generate(
-            adapter, model, timed, call, plan.method, plan.ratio, rec, slots=encoded.slots, **options
+            adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, **options
         )
     else:
         out = timed(**call)

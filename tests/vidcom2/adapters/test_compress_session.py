@@ -143,3 +143,13 @@ def test_errors_name_the_problem(tiny_model):
     with pytest.raises(ValueError, match="Qwen2VLForConditionalGeneration"):
         vidcom2.compress(torch.nn.Linear(2, 2), "vidcom2", 0.25).__enter__()
     assert "generate" not in model.__dict__
+
+
+def test_nested_blocks_are_refused(tiny_model):
+    model, _ = tiny_model("llava_onevision")
+    with vidcom2.compress(model, "vidcom2", 0.25):
+        with pytest.raises(RuntimeError, match="already inside"):
+            with vidcom2.compress(model, "random", 0.25):
+                pass
+        assert model.generate._vidcom2_compress
+    assert "generate" not in model.__dict__
