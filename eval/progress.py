@@ -26,7 +26,7 @@ def gold_letter(doc: dict) -> str | None:
 
 
 def first_letter(text: str) -> str | None:
-    m = _LETTER.search(text.upper()) if text else None
+    m = _LETTER.search(text) if text else None
     return m.group(1) if m else None
 
 
