@@ -260,7 +260,8 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
         out = timed(**call)
     out = _restore_prompt(out, ids, prompt["input_ids"].shape[1])
     seqs = out if isinstance(out, torch.Tensor) else out.sequences
-    for c, n in zip(counts, _new_tokens(seqs, ids.shape[1], _eos(model, kwargs))):
+    per_prompt = seqs.shape[0] // ids.shape[0]  # num_return_sequences / beams: count the first of each prompt
+    for c, n in zip(counts, _new_tokens(seqs[::per_prompt], ids.shape[1], _eos(model, kwargs))):
         c["new_tokens"] = n
     session.samples += rec.rows(counts)
     return out
@@ -302,6 +303,7 @@ def _timed(model, rec: Recorder, generate_fn):
 def _restore_prompt(out, ids: torch.Tensor, shrunk_len: int):
     """Swap the shrunk prompt at the head of the returned sequences for the caller's ``input_ids``."""
     seqs = out if isinstance(out, torch.Tensor) else out.sequences
+    ids = ids.repeat_interleave(seqs.shape[0] // ids.shape[0], dim=0)  # num_return_sequences > 1
     restored = torch.cat([ids.to(seqs.device, seqs.dtype), seqs[:, shrunk_len:]], dim=1)
     if isinstance(out, torch.Tensor):
         return restored

@@ -153,3 +153,14 @@ def test_nested_blocks_are_refused(tiny_model):
                 pass
         assert model.generate._vidcom2_compress
     assert "generate" not in model.__dict__
+
+
+def test_several_return_sequences_keep_the_callers_prompt(tiny_model):
+    model, processor = tiny_model("qwen2_vl")
+    batch = _batch("qwen2_vl", processor)
+    L = batch["input_ids"].shape[1]
+    with vidcom2.compress(model, "vidcom2", 0.25) as session:
+        out = model.generate(**batch, max_new_tokens=3, do_sample=False, num_beams=2, num_return_sequences=2)
+    assert out.shape[0] == 2
+    assert torch.equal(out[:, :L], batch["input_ids"].expand(2, -1))
+    assert len(session.samples) == 1
