@@ -16,7 +16,12 @@ Layers below the first pruning layer keep the full KV cache; deeper layers keep 
 ``DynamicCache`` holds per-layer lengths (``StaticCache`` is refused). Batch size 1 only (keep counts would differ
 between rows). FastV keeps original positions; PDrop renumbers contiguously (official) on 1-D RoPE models and, by
 default, keeps the original M-RoPE positions on Qwen models (PDrop has no official M-RoPE code; ``position_mode``
-records the choice).
+records the choice). PDrop's score row is recomputed before stage layer ``l`` with that layer's
+``input_layernorm``, ``q_proj`` (last token only), ``k_proj`` (+ Qwen3 ``q_norm``/``k_norm``) and RoPE, as the
+official code does (PDrop#17): one extra k projection per stage, no second pass of any layer.
+
+The registered names stay in transformers' interfaces after exit (stateless dispatchers); the per-call state
+lives in ``_ACTIVE`` only while a context is open.
 
 ``mode="mask"`` is the reference used by the equivalence tests: the same scores and selections, but the full
 sequence runs through every layer and the dropped columns are hidden by a 4-D mask from the pruning layer on.
