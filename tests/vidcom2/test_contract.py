@@ -57,6 +57,12 @@ def expected_counts(name, x, r):
         k = int((1.0 - (1.0 - r)) * n)
         pruned = _pruned_frames(f)
         return [0 if (f % 2 and t == f - 1) else (k if t in pruned else n) for t in range(f)]
+    if name == "visionzip_vc2":  # the port's per-frame int() rule (baselines.md 7.2)
+        return [max(1, int(n * r))] * f
+    if name in ("holitom_vc2", "fastvid_vc2"):  # data-dependent (windows / segments): the ports' rules, recomputed
+        from tests.vidcom2.methods import test_vc2_ports as vc2
+
+        return vc2.holitom_count(x, r) if name == "holitom_vc2" else vc2.fastvid_counts(x, r)
     raise AssertionError(f"no budget rule written for new method {name!r}: add it to expected_counts")
 
 
