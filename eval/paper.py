@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. limit=10)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--check", action="store_true", help="only compose the preset and check the device")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags may come after the overrides
     preset = load_preset(args.kind, args.name, tuple(args.overrides))
     if not args.dry_run:
         check_device(preset)

@@ -83,6 +83,11 @@ def test_gpu_preset_stops_before_loading_without_cuda(monkeypatch, capsys):
     assert "method=vidcom2 retention_ratio=0.25,0.15" in capsys.readouterr().out
 
 
+def test_check_accepts_overrides_after_flags(capsys):
+    assert paper.main(["sweep", "tiny", "--check", "limit=1"]) == 0
+    assert "tiny_qwen2_5_vl" in capsys.readouterr().out
+
+
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(FileNotFoundError, match="available experiment presets: .*tiny"):
         paper.load_preset("experiment", "no_such_table")
