@@ -247,6 +247,7 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
                 text_rule=plan.text_rule,
             )
     slots = encoded.slots
+    _check_expansion(model, kwargs, prompt, len(slots))
     del encoded, selections  # the encoder outputs live on only in `prompt` (kept rows): free the rest
     call = {k: v for k, v in kwargs.items() if k not in _PROMPT_KEYS and k not in adapter.encoder_inputs}
     call.update(prompt)
@@ -265,6 +266,22 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
         c["new_tokens"] = n
     session.samples += rec.rows(counts)
     return out
+
+
+def _check_expansion(model, kwargs, prompt, videos: int) -> None:
+    """generate() repeats each prompt for beams / num_return_sequences and splits the video features per prompt by
+    the rows of a tensor ``pooler_output``; LLaVA-OV's packed features have one row per video only when every video
+    kept the same number of tokens."""
+    config = kwargs.get("generation_config") or model.generation_config
+    expand = max(kwargs.get("num_beams", config.num_beams) or 1, 1) * max(
+        kwargs.get("num_return_sequences", config.num_return_sequences) or 1, 1
+    )
+    pooled = prompt["mm_encoder_outputs"]["video"].pooler_output
+    if expand > 1 and isinstance(pooled, torch.Tensor) and pooled.shape[0] != videos:
+        raise NotImplementedError(
+            f"LLaVA-OneVision with num_beams * num_return_sequences = {expand} needs the same kept-token count for "
+            "every video of the batch (this method kept different counts); use batch size 1 or greedy decoding"
+        )
 
 
 def _split_aux(captured, encoded) -> list[dict]:

@@ -93,7 +93,11 @@ class LlavaOnevisionAdapter:
     def pack(self, model, encoded: Encoded, kept: list[torch.Tensor], flat: list[torch.Tensor]):
         newline = encoded.extras["newline"]
         rows = [torch.cat([k, newline[v : v + 1].to(k.dtype)]) for v, k in enumerate(kept)]
-        # the model flattens pooler_output over (videos, tokens) and scatters in prompt order
+        # The model flattens pooler_output over (videos, tokens) and scatters in prompt order, so any [V', n, D]
+        # split works. One row per video ([V, K+1, D]) when the videos kept equally many tokens: generate's beam /
+        # num_return_sequences expansion splits pooler_output by rows to match prompts. Otherwise one row.
+        if len({r.shape[0] for r in rows}) == 1:
+            return with_pooler(encoded.output, torch.stack(rows))
         return with_pooler(encoded.output, torch.cat(rows)[None])
 
     def full_positions(self, model: nn.Module, inputs: dict, *, text_rule: str = "hf5") -> torch.Tensor:

@@ -52,3 +52,26 @@ def test_left_padded_batch_matches_each_prompt_alone(tiny_model, arch, method):
         assert together.samples[row].visual_tokens_out == single.samples[0].visual_tokens_out
         assert together.samples[row].prompt_tokens_out == single.samples[0].prompt_tokens_out
     assert together.samples[0].prompt_tokens_in != together.samples[1].prompt_tokens_in
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_beam_expansion_keeps_each_prompt_with_its_video(tiny_model, arch):
+    """generate repeats each prompt for beams / return sequences and must pair it with its own video features."""
+    model, processor = tiny_model(arch)
+    batch = tiny.inputs(arch, processor, _videos(arch), QUESTIONS)
+    kw = dict(max_new_tokens=3, do_sample=False, num_beams=2, num_return_sequences=2)
+    plain = model.generate(**batch, **kw)
+    with vidcom2.compress(model, "none", 1.0, text_rule="hf5"):
+        hooked = model.generate(**batch, **kw)
+    assert torch.equal(plain, hooked)
+
+
+def test_llava_beams_with_unequal_kept_counts_are_refused(tiny_model):
+    model, processor = tiny_model("llava_onevision")
+    # these two videos keep 196 and 197 tokens with vidcom2 at r=0.25 (FCA per-frame rounding)
+    videos = [tiny.make_video(4, 112, 140, seed=5), tiny.make_video(4, 96, 128, seed=15)]
+    batch = tiny.inputs("llava_onevision", processor, videos, QUESTIONS)
+    with vidcom2.compress(model, "vidcom2", 0.25):
+        with pytest.raises(NotImplementedError, match="batch size 1"):
+            model.generate(**batch, max_new_tokens=2, do_sample=False, num_beams=2)
+        model.generate(**batch, max_new_tokens=2, do_sample=False)  # greedy is fine
