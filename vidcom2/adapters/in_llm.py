@@ -535,18 +535,25 @@ def candidates(adapter, model, inputs: dict, slots=None) -> torch.Tensor:
     the adapter always keeps, e.g. LLaVA-OV's video newline).
 
     slots: the adapter's :class:`~vidcom2.adapters.base.VideoSlots` of this prompt (``Encoded.slots``); without
-    them they are read from ``inputs`` (needs ``pixel_values_videos``), and for a prompt already rebuilt around
-    ``mm_encoder_outputs`` (no pixels) from the adapter's video-token mask.
+    them they are read from ``inputs`` (needs ``pixel_values_videos``). Slots whose columns do not all land on
+    video tokens of ``inputs`` (another layout, e.g. before left padding was dropped), or no slots and no pixels:
+    the adapter's video-token mask, minus LLaVA-OV's newline (the last video token of each video's run).
     """
     ids = inputs["input_ids"]
+    video = adapter.visual_token_mask(model, inputs)[0]
     if slots is None and inputs.get("pixel_values_videos") is not None:
         slots = adapter.video_slots(model, inputs)
     if slots is not None:
         mask = torch.zeros(ids.shape[-1], dtype=torch.bool, device=ids.device)
         for slot in slots:
-            mask[slot.columns.reshape(-1).to(ids.device)] = True
-        return mask
-    mask = adapter.visual_token_mask(model, inputs)[0].clone()
+            cols = slot.columns.reshape(-1).to(ids.device)
+            if int(cols.max()) >= mask.numel():
+                break
+            mask[cols] = True
+        else:
+            if not (mask & ~video).any():  # slots of this very prompt (not of a re-padded one)
+                return mask
+    mask = video.clone()
     if adapter.family == "llava_onevision":
         # fallback without slots: LLaVA-OV's one newline is the last video token of each video's run
         ends = mask & ~torch.cat([mask[1:], mask.new_zeros(1)])

@@ -16,6 +16,7 @@ from vidcom2.measure import Recorder
 from vidcom2.testing import tiny
 
 NEW_TOKENS = 6
+PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
 ARCHS = ("llava_onevision", "qwen2_vl", "qwen3_vl")
 
 
@@ -299,6 +300,13 @@ def test_candidates_without_pixels_match_the_slots(models, arch):
     assert torch.equal(in_llm.candidates(adapter, model, no_pixels), with_slots)
     video = adapter.visual_token_mask(model, batch)[0]
     assert int(video.sum()) - int(with_slots.sum()) == (1 if arch == "llava_onevision" else 0)
+    # slots of another layout of the prompt (e.g. before compress dropped left padding) are not trusted
+    shifted = {
+        k: torch.cat([torch.zeros_like(v[:, :2]), v], dim=1) for k, v in no_pixels.items() if k in PER_TOKEN
+    }
+    slots = adapter.video_slots(model, batch)
+    expected = torch.cat([torch.zeros(2, dtype=torch.bool), with_slots])
+    assert torch.equal(in_llm.candidates(adapter, model, dict(no_pixels, **shifted), slots), expected)
 
 
 @pytest.mark.parametrize("name", ["fastv", "pdrop"])
