@@ -75,3 +75,22 @@ def test_llava_beams_with_unequal_kept_counts_are_refused(tiny_model):
         with pytest.raises(NotImplementedError, match="batch size 1"):
             model.generate(**batch, max_new_tokens=2, do_sample=False, num_beams=2)
         model.generate(**batch, max_new_tokens=2, do_sample=False)  # greedy is fine
+
+
+@pytest.mark.parametrize("arch", ["llava_onevision", "qwen2_vl"])
+def test_right_padded_prompts_are_repadded_left(tiny_model, arch):
+    model, processor = tiny_model(arch)
+    videos = _videos(arch)
+    left = tiny.inputs(arch, processor, videos, QUESTIONS)
+    processor.tokenizer.padding_side = "right"
+    try:
+        right = processor(
+            text=[tiny.prompt(arch, q) for q in QUESTIONS], videos=videos, return_tensors="pt", padding=True
+        )
+    finally:
+        processor.tokenizer.padding_side = "left"
+    assert (right["attention_mask"][:, -1] == 0).any()
+    with vidcom2.compress(model, "vidcom2", 0.3):
+        from_left = model.generate(**left, max_new_tokens=NEW, do_sample=False)
+        from_right = model.generate(**right, max_new_tokens=NEW, do_sample=False)
+    assert torch.equal(from_left[:, -NEW:], from_right[:, -NEW:])
