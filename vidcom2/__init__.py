@@ -12,7 +12,7 @@ Model API (HF transformers 5.x video LLMs)::
 
 from vidcom2.api import apply, select
 from vidcom2.budget import check_ratio, count, frame_budgets
-from vidcom2.compress import compress  # binds the name over the submodule vidcom2.compress
+from vidcom2.compress import compress as compress  # binds the name over the submodule vidcom2.compress
 from vidcom2.registry import get_method, list_methods
 from vidcom2.types import MethodInfo, Selection
 
