@@ -30,9 +30,11 @@ static positions of static windows at ``r = 1``; the project's contract is that 
 port would emit no token at all (only possible when every frame is static and ``round(S * r') = 0``) the port
 crashes, here slot 0 is kept unchanged. The density noise comes from ``generator`` (a CPU stream drawn in the
 port's call order and shapes, so a CPU run of the port under ``torch.manual_seed(s)`` draws the same numbers); the
-port uses the global RNG. Norms in the input dtype and distances in float32 (float64 for float64 input), as the
-port; merges accumulated in at least float32 then cast (the port computes them in the input dtype). Ties go to the
-lower index.
+port uses the global RNG. Distances in float32 (float64 for float64 input), as the port; norms in at least float32
+(the port's bf16 norms tie often and ``topk`` picks among tied tokens as the backend likes; ranking by the unrounded
+norm is one of its possible choices, made deterministic); merges accumulated in at least float32 then cast (the port
+computes them in the input dtype). Remaining ties go to the lower index. With float32 input the result equals the
+port's on CPU under the same seed exactly (checked against the port code itself, including D > 0).
 """
 
 from __future__ import annotations
@@ -174,31 +176,29 @@ class HoliTomVC2:
         static = F.cosine_similarity(xn[:-1], xn[1:], dim=-1) > self.tau  # [F-1, n]
         windows, saved = static_windows(static, max(1, int(self.max_window_size)))
         r2 = min(retention_ratio / ((total - float(saved)) / total), 1.0)
-        norms = x.norm(dim=-1)
+        norms = x.to(torch.promote_types(x.dtype, torch.float32)).norm(dim=-1)  # refines the port's bf16 ties
         feats, slots = [], []  # emitted tokens [k, D] and their representative flat slot, in the port's order
         for a, b in windows:
             is_static = static[a:b].all(dim=0) if b > a else torch.zeros(n, dtype=torch.bool, device=x.device)
-            pos_s = is_static.nonzero().squeeze(1)
-            if pos_s.numel() > 0:
-                mean = (
-                    x[a : b + 1, pos_s]
-                    .to(torch.promote_types(x.dtype, torch.float32))
-                    .mean(dim=0)
-                    .to(x.dtype)
-                )
-                c = round(pos_s.numel() * r2)
-                if c > 0:
-                    centres, dist = dpc_knn(mean.unsqueeze(0), c, min(max(1, int(self.K)), c), g)
-                    feats.append(merge_into_centres(mean.unsqueeze(0), centres, dist, self.beta)[0])
-                    slots.append(a * n + pos_s[centres[0]])
-            pos_d = (~is_static).nonzero().squeeze(1)
-            self._dynamic(x[a : b + 1, pos_d], norms[a : b + 1, pos_d], pos_d, a, n, r2, g, feats, slots)
+            pos_s, pos_d = is_static.nonzero().squeeze(1), (~is_static).nonzero().squeeze(1)
+            # the port merges the dynamic part first (noise order), but emits the static tokens first
+            dyn = self._dynamic(x[a : b + 1, pos_d], norms[a : b + 1, pos_d], pos_d, a, n, r2, g)
+            c = round(pos_s.numel() * r2)
+            if pos_s.numel() > 0 and c > 0:
+                acc = torch.promote_types(x.dtype, torch.float32)
+                mean = x[a : b + 1, pos_s].to(acc).mean(dim=0).to(x.dtype).unsqueeze(0)  # [1, S, D]
+                centres, dist = dpc_knn(mean, c, min(max(1, int(self.K)), c), g)
+                feats.append(merge_into_centres(mean, centres, dist, self.beta)[0])
+                slots.append(a * n + pos_s[centres[0]])
+            feats.append(dyn[0])
+            slots.append(dyn[1])
         return self._select(
             x, feats, slots, {"windows": len(windows), "saved": int(saved), "ratio_adjusted": r2}
         )
 
-    def _dynamic(self, xd, sd, pos, a, n, r2, g, feats, slots) -> None:
-        """Norm tokens + DPC centres of each frame of one window: ``xd [w, n_d, D]``, norms ``sd [w, n_d]``."""
+    def _dynamic(self, xd, sd, pos, a, n, r2, g) -> tuple[torch.Tensor, torch.Tensor]:
+        """Norm tokens + DPC centres of each frame of one window: ``xd [w, n_d, D]``, norms ``sd [w, n_d]``,
+        positions ``pos [n_d]`` -> (tokens ``[k, D]``, their flat slots ``[k]``), frame-major."""
         w, nd, d = xd.shape
         keep_n = math.ceil(nd * r2)
         dominant = round(keep_n * (1 - self.D))
@@ -214,8 +214,9 @@ class HoliTomVC2:
             parts.append(
                 (merge_into_centres(xr, centres, dist, self.beta), frames + pos[rest.gather(1, centres)])
             )
-        feats.append(torch.cat([p[0] for p in parts], dim=1).reshape(-1, d))
-        slots.append(torch.cat([p[1] for p in parts], dim=1).reshape(-1))
+        return torch.cat([p[0] for p in parts], dim=1).reshape(-1, d), torch.cat(
+            [p[1] for p in parts], dim=1
+        ).reshape(-1)
 
     def _select(self, x, feats, slots, stats) -> Selection:
         f, n, d = x.shape

@@ -22,10 +22,12 @@ port's own budget (Python ``int`` truncation, not :func:`vidcom2.budget.count`):
 
 At ``r = 1`` every remaining token is an anchor and nothing is merged: the port keeps the video unchanged, as here.
 
-Computation follows the port's dtypes: norms, normalisation and similarities in the input dtype (the port runs in
-the model dtype); the means are accumulated in at least float32 and cast back (the port's ``mean`` of bf16 also
-accumulates in float32 and rounds once). Ties (equal norms or densities; common in bf16) go to the lower index;
-the port's ``topk`` leaves them to the backend.
+Computation: normalisation and similarities in the input dtype, as the port (which runs in the model dtype); the
+norms in at least float32: the port's bf16 norms tie often (8 significant bits) and ``topk`` then picks among the
+tied tokens as the backend likes; ranking by the unrounded norm is one of the port's possible choices (rounding is
+monotone), made deterministic. The means are accumulated in at least float32 and cast back (the port's ``mean`` of
+bf16 also accumulates in float32 and rounds once). Remaining ties (equal densities) go to the lower index. With
+float32 input the result equals the port's on CPU exactly (checked against the port code itself).
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class VisionZipVC2:
         x = features
         f, n, d = x.shape
         dominant, contextual = port_budget(n, float(retention_ratio), float(self.dominant_ratio))
-        keep = keep_highest(x.norm(dim=-1), torch.full((f,), dominant, dtype=torch.long))
+        norms = x.to(torch.promote_types(x.dtype, torch.float32)).norm(dim=-1)  # see "Computation" above
+        keep = keep_highest(norms, torch.full((f,), dominant, dtype=torch.long))
         stats = {"dominant": dominant, "contextual": contextual, "k_neighbors": max(1, int(self.k_neighbors))}
         out = None
         m = n - dominant

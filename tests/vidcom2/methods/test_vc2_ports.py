@@ -190,14 +190,8 @@ def ref_holitom(x, r, g, tau=0.8, beta=0.6, D=0.0, K=7, max_window=1024):
     plan, r2 = _holitom_plan(xs, r, tau, max_window)
     tokens, reps = [], []
     for a, b, st, dyn in plan:
-        if st:
-            mean = [_mean([xs[t][p] for t in range(a, b + 1)]) for p in st]
-            c = round(len(st) * r2)
-            if c > 0:
-                noise = torch.rand((1, len(st)), generator=g, dtype=torch.float32)[0].tolist()
-                centres, dist = _dpc(mean, c, min(K, c), noise)
-                tokens += _cluster_merge(mean, centres, dist, beta)
-                reps += [a * n + st[c_] for c_ in centres]
+        # holitom_segment_compression merges the dynamic tokens first (noise order), then the static ones, and
+        # emits [static, dynamic]
         nd = len(dyn)
         keep_n = math.ceil(nd * r2)
         dom_n = round(keep_n * (1 - D))
@@ -214,6 +208,14 @@ def ref_holitom(x, r, g, tau=0.8, beta=0.6, D=0.0, K=7, max_window=1024):
                 centres, dist = _dpc(vecs, ctx, min(K, ctx), noise[w])
                 per_frame[w][0].extend(_cluster_merge(vecs, centres, dist, beta))
                 per_frame[w][1].extend(t * n + dyn[rest[c_]] for c_ in centres)
+        if st:
+            mean = [_mean([xs[t][p] for t in range(a, b + 1)]) for p in st]
+            c = round(len(st) * r2)
+            if c > 0:
+                noise = torch.rand((1, len(st)), generator=g, dtype=torch.float32)[0].tolist()
+                centres, dist = _dpc(mean, c, min(K, c), noise)
+                tokens += _cluster_merge(mean, centres, dist, beta)
+                reps += [a * n + st[c_] for c_ in centres]
         for feats, slots, _ in per_frame:
             tokens += feats
             reps += slots
