@@ -147,6 +147,8 @@ class QwenVLAdapter:
         return Encoded(feats, slots, out, extras)
 
     def pack(self, model, encoded: Encoded, kept: list[torch.Tensor], flat: list[torch.Tensor]):
+        """Tuple of per-video kept features; Qwen3-VL DeepStack levels gathered at ``flat`` (a merged token takes
+        the DeepStack rows of the token it stands for: methods merge only the main features)."""
         fields = {}
         if "deepstack" in encoded.extras:
             fields["deepstack_features"] = [
