@@ -93,9 +93,9 @@ def run(cfg) -> Path:
 
     device = resolve_device(c["device"])
     t0 = time.perf_counter()
-    measure.reset_peak_memory()
     lm = load_model(init, method=method, ratio=ratio, seed=c["seed"], hparams=hparams, warmup=c["warmup"], device=device,
                     progress=c.get("progress", True), position_mode=c.get("position_mode"))
+    measure.reset_peak_memory()  # CUDA peak = weights + this run's inference (not an earlier run's or the loading's)
     t_eval = time.perf_counter()
     results = run_tasks(lm, list(bench["tasks"]), prompt_model=meta["prompt_model"], limit=c["limit"], seed=c["seed"],
                         offline=bool(bench.get("offline")))

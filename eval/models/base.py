@@ -193,7 +193,20 @@ class Harnessed:
         doc_id, task, split = args[-3], args[-2], args[-1]
         return self.task_dict[task][split][doc_id]
 
+    def _check_media(self, req) -> None:
+        """Every video path of the request exists (lmms-eval's MVBench only logs a missing one, VideoMME exits)."""
+        import os
+
+        doc_to_visual, doc_id, task = req.args[2], req.args[-3], req.args[-2]
+        for v in doc_to_visual(self._doc(req)) or []:
+            if isinstance(v, str) and not os.path.exists(v):
+                raise FileNotFoundError(
+                    f"{task} doc {doc_id}: video {v} is missing. The benchmark's videos are fetched into $HF_HOME by "
+                    "lmms-eval on a machine with hub access (see docs/harness.md, 'Run a real benchmark')."
+                )
+
     def _run_request(self, req, session) -> str:
+        self._check_media(req)
         before = len(session.samples)
         self._generate_s, self._frames_fed = 0.0, None
         t0 = now()

@@ -115,3 +115,15 @@ def test_llava_frames_are_uniform_over_the_clip(tmp_path):
     want = np.stack([decoded[i] for i in (0, 7, 15, 23, 31)])
     assert got.shape == want.shape
     assert np.abs(got.astype(int) - want.astype(int)).mean() < 2
+
+
+def test_missing_video_of_a_real_benchmark_is_named():
+    from types import SimpleNamespace
+
+    from eval.models.qwen3_vl import Qwen3VLCompressed
+
+    lm = object.__new__(Qwen3VLCompressed)  # no weights needed: the check runs before any model work
+    lm.task_dict = {"videomme": {"test": {0: {"videoID": "abc"}}}}
+    req = SimpleNamespace(args=("ctx", {}, lambda doc: [f"/nonexistent/{doc['videoID']}.mp4"], 0, "videomme", "test"))
+    with pytest.raises(FileNotFoundError, match=r"videomme doc 0: video /nonexistent/abc.mp4 is missing.*HF_HOME"):
+        lm._check_media(req)
