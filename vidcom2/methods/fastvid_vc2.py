@@ -157,7 +157,11 @@ class FastVIDVC2:
             elif anchors:
                 self._merge(x, out, keep, anchors, start, s, acc)
             start += s
-        stats = {"segments": len(sizes), "retention_realised": float(keep.sum()) / (f * n)}
+        stats = {
+            "budget_mode": "port",
+            "segments": len(sizes),
+            "retention_realised": float(keep.sum()) / (f * n),
+        }
         return Selection(keep=keep, features=out, stats=stats)
 
     def _anchors(self, x, keep, ctx, start, s, g) -> list[torch.Tensor]:

@@ -193,7 +193,10 @@ class HoliTomVC2:
             feats.append(dyn[0])
             slots.append(dyn[1])
         return self._select(
-            x, feats, slots, {"windows": len(windows), "saved": int(saved), "ratio_adjusted": r2}
+            x,
+            feats,
+            slots,
+            {"budget_mode": "port", "windows": len(windows), "saved": int(saved), "ratio_adjusted": r2},
         )
 
     def _dynamic(self, xd, sd, pos, a, n, r2, g) -> tuple[torch.Tensor, torch.Tensor]:

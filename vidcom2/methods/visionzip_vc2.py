@@ -91,7 +91,12 @@ class VisionZipVC2:
         dominant, contextual = port_budget(n, float(retention_ratio), float(self.dominant_ratio))
         norms = x.to(torch.promote_types(x.dtype, torch.float32)).norm(dim=-1)  # see "Computation" above
         keep = keep_highest(norms, torch.full((f,), dominant, dtype=torch.long))
-        stats = {"dominant": dominant, "contextual": contextual, "k_neighbors": max(1, int(self.k_neighbors))}
+        stats = {
+            "budget_mode": "port",
+            "dominant": dominant,
+            "contextual": contextual,
+            "k_neighbors": max(1, int(self.k_neighbors)),
+        }
         out = None
         m = n - dominant
         if contextual > 0 and m > 0:
