@@ -29,7 +29,8 @@ The port, on one video ``[F, n, D]`` (F temporal patches; ``r`` = env ``fastvid_
 Computation: norms, similarities and distances in float32 (float64 for float64 input), the frame means in the input
 dtype, as the port; merges accumulated in at least float32 then cast (the port merges in the input dtype). Density
 noise from ``generator`` (CPU stream, the port's call order and shapes; the port uses the global RNG). Ties (equal
-norms or frame similarities) go to the lower index; the port's ``topk`` leaves them to the backend.
+norms or frame similarities) go to the lower index; the port's ``topk`` leaves them to the backend. With float32
+input the result equals the port's on CPU under the same seed exactly (checked against the port code itself).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ The port, on one video ``[F, n, D]`` (F temporal patches, ``r`` = ``R_RATIO``):
    ``round(keep * (1 - D))`` by the **feature L2 norm** (the port's stand-in for attention), the rest as DPC-kNN
    centres of the others. Members join their nearest centre (Euclidean); centre := ``beta*centre +
    (1-beta)*mean(members)``. With the port's default ``D = 0`` every dynamic token is chosen by norm, none merged.
+   The dynamic part is computed before the static part (this fixes the order of the noise draws).
 5. Emission order: windows in time order; in a window the static centres (by position), then per frame the norm-
    chosen tokens then the centres (by position).
 6. **Slots:** the port does not keep the tokens' own positions: it writes the K emitted tokens into the K slots
