@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from eval import accuracy, measure, record, validate
@@ -71,9 +72,29 @@ def sweep_group() -> str | None:
         return None
 
 
+@contextmanager
+def env_var(name: str, value: str):
+    """Set an environment variable for the duration of a run, restoring the previous state after."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def run(cfg) -> Path:
     """Execute one configured run; returns the record path (existing one when skipped)."""
     c = _plain(cfg)
+    # the tiny tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable
+    with env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())):
+        return _run(c)
+
+
+def _run(c: dict) -> Path:
     meta, init = split_model_cfg(c["model"])
     bench, method_cfg = c["benchmark"], c["method"]
     method = method_cfg["name"]

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Repository root when running from a checkout (``eval/tasks/`` is two levels below it).
-_ROOT = Path(__file__).resolve().parents[2]
 ENV_VAR = "VTC_TINY_DATA"
+DEFAULT = Path(".cache") / "tiny_bench" / "videos"
 
 
 def data_dir() -> Path:
-    """Folder of the tiny videos: ``$VTC_TINY_DATA`` if set, else ``<repo>/.cache/tiny_bench/videos``."""
-    return Path(os.environ.get(ENV_VAR) or _ROOT / ".cache" / "tiny_bench" / "videos")
+    """Folder of the tiny videos: ``$VTC_TINY_DATA`` if set, else ``.cache/tiny_bench/videos`` under the working
+    directory (like the tiny checkpoints; ``python -m eval.run`` sets the variable from its ``tiny_data`` key)."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT).resolve()
 
 
 def video_path(name: str) -> str:

@@ -18,7 +18,6 @@ import pytest
 
 from eval import record
 from eval.tasks import tiny_data
-from eval.tasks.tiny_utils import data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tiny_qwen3_vl"
@@ -45,7 +44,7 @@ def assets(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("cache")
     tiny.save("qwen3_vl", cache / "tiny_models" / "qwen3_vl")
-    tiny_data.build(data_dir())
+    tiny_data.build(cache / "tiny_bench" / "videos")  # where cache_dir=<cache> makes the app look
     return cache
 
 

@@ -76,3 +76,12 @@ def test_missing_real_dataset_names_it_and_how_to_get_it(no_load, tmp_path, monk
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(ConfigError, match=r"lmms-eval/Video-MME.*huggingface-cli login"):
         run(cfg("model=qwen3_vl_8b", "benchmark=videomme", f"results_dir={tmp_path}"))
+
+
+def test_run_leaves_the_environment_as_it_was(no_load, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.delenv("VTC_TINY_DATA", raising=False)
+    with pytest.raises(ConfigError):
+        run(cfg("retention_ratio=2", f"results_dir={tmp_path}"))
+    assert "VTC_TINY_DATA" not in os.environ
