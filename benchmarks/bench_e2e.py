@@ -7,8 +7,8 @@ One process builds a random-weight LLaVA-OneVision-architecture model whose LLM 
 
 - prefill latency and decode latency per token (device-synchronised timers of ``vidcom2.compress(measure=True)``),
 - selection overhead (the compression step) as a share of vanilla prefill,
-- peak memory: the CUDA allocator's peak on GPU; on CPU the peak RSS growth of one generate call, measured in a forked
-  child so that the variants do not share a high-water mark,
+- peak memory: growth over the resident weights during one generate call: the CUDA allocator's peak on GPU; on CPU
+  the resident-set growth sampled every 0.5 ms (variants measured one after another, memory returns in between),
 - analytic prefill FLOPs from the LLM config and the per-layer sequence lengths (eval/measure.py convention).
 
 Ratios are against the vanilla run (method ``none``); ``at_limit`` = prefill_ratio / flops_ratio (1.0 = the latency
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing as mp
 import os
 import statistics
 
@@ -126,38 +125,60 @@ def layer_lengths(shape: LLMShape, name: str, ratio: float, stats) -> list[int]:
     raise ValueError(f"no layer schedule for in-LLM method {name!r}")
 
 
-def _child_peak(conn, model, batch, name, ratio, new_tokens, frames, bare):
-    import psutil
+class _RssSampler:
+    """Peak resident-set growth during a call, sampled every ``interval`` s from /proc/self/statm by a thread (torch
+    kernels release the GIL). Large tensors are mmap-allocated by glibc and returned to the OS when freed, so the
+    growth of one call is visible and falls back afterwards. A sampled peak can miss spikes shorter than the interval.
+    """
 
-    gc.collect()
-    base = psutil.Process().memory_info().rss
-    import resource
+    def __init__(self, interval: float = 0.0005):
+        import threading
 
-    if bare:
-        bare_once(model, batch, new_tokens)
-    else:
-        run_once(model, batch, name, ratio, new_tokens, frames)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    conn.send(max(peak - base, 0))
-    conn.close()
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        gc.collect()
+        self.base = self._rss()
+        self.peak = self.base
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
 
 
 def peak_memory(model, batch, name, ratio, new_tokens, frames, device, bare=False) -> float:
+    """Peak memory growth of one generate call: CUDA allocator peak minus the resident weights, or sampled RSS growth."""
+    call = (lambda: bare_once(model, batch, new_tokens)) if bare else (
+        lambda: run_once(model, batch, name, ratio, new_tokens, frames))
     if torch.device(device).type == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        bare_once(model, batch, new_tokens) if bare else run_once(model, batch, name, ratio, new_tokens, frames)
+        call()
         sync(device)
         return float(torch.cuda.max_memory_allocated() - base)
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child_peak, args=(child, model, batch, name, ratio, new_tokens, frames, bare))
-    proc.start()
-    value = parent.recv()
-    proc.join()
-    return float(value)
+    with _RssSampler() as sampler:
+        call()
+    return float(sampler.growth)
 
 
 def main(argv=None) -> None:

@@ -137,7 +137,7 @@ class Adapter(Protocol):
         """The vision encoder (LLaVA-OV: ``model.model.vision_tower``; Qwen: ``model.model.visual``)."""
 
     def vision_blocks(self, model: nn.Module) -> nn.ModuleList:
-        """The vision encoder's transformer blocks (SigLIP: ``vision_tower.vision_model.encoder.layers``; Qwen:
+        """The vision encoder's transformer blocks (SigLIP: ``vision_tower.encoder.layers`` in 5.x; Qwen:
         ``visual.blocks``)."""
 
     # -- prompt layout ------------------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ class LlavaOnevisionAdapter:
         return model.model.vision_tower
 
     def vision_blocks(self, model: nn.Module) -> nn.ModuleList:
-        return model.model.vision_tower.vision_model.encoder.layers
+        tower = model.model.vision_tower
+        # transformers 5.x SiglipVisionModel holds the encoder itself; 4.x wrapped it in .vision_model
+        return getattr(tower, "vision_model", tower).encoder.layers
 
     def video_token_id(self, model: nn.Module) -> int:
         cfg = model.config
