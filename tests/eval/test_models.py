@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from eval.tasks import tiny_data
-from eval.tasks.tiny_utils import data_dir
 
 FAMILIES = {
     "llava_onevision": ("eval.models.llava_onevision.LlavaOneVisionCompressed", {"dtype": "float32"}),
@@ -21,8 +20,10 @@ def checkpoints(tmp_path_factory):
     from vidcom2.testing import tiny
 
     root = tmp_path_factory.mktemp("tiny_models")
-    tiny_data.build(data_dir())
-    return {arch: tiny.save(arch, root / arch) for arch in FAMILIES}
+    tiny_data.build(root / "videos")
+    with pytest.MonkeyPatch.context() as mp:  # the tiny tasks find the videos here (restored after the module)
+        mp.setenv("VTC_TINY_DATA", str(root / "videos"))
+        yield {arch: tiny.save(arch, root / arch) for arch in FAMILIES}
 
 
 def make(family, path, **kw):

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from eval.tasks import tiny_data
-from eval.tasks.tiny_utils import data_dir
 
 ROOT = tiny_data.TASKS_DIR
 
@@ -53,8 +52,13 @@ def _pct(xs):
 
 
 @pytest.fixture(scope="module")
-def videos():
-    tiny_data.build(data_dir())
+def videos(tmp_path_factory):
+    """The tiny videos in a temp folder, found by the tasks through $VTC_TINY_DATA (restored after the module)."""
+    folder = tmp_path_factory.mktemp("tiny_videos")
+    tiny_data.build(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VTC_TINY_DATA", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="module")
