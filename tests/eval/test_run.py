@@ -155,3 +155,22 @@ def test_bad_input_exits_non_zero_with_the_choices(override, message, assets, tm
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert not list(tmp_path.rglob("record.json"))
+
+
+def test_lmms_eval_cli_runs_the_registered_wrapper(assets, tmp_path):
+    # --verbosity DEBUG: lmms-eval's CLI re-raises a crash only then (otherwise it exits 0, spec pitfall 1)
+    model_args = ",".join([
+        f"pretrained={assets / 'tiny_models' / 'qwen3_vl'}", "method=vidcom2", "retention_ratio=0.25", "budget=uniform",
+        "device=cpu", "frames=8", "min_pixels=50176", "max_pixels=50176", "progress=False",
+    ])
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "lmms-eval"), "--model", "vidcom2_qwen3_vl", "--model_args", model_args,
+         "--tasks", "tiny_mvbench", "--include_path", str(ROOT / "eval" / "tasks"), "--limit", "1", "--batch_size", "1",
+         "--output_path", str(tmp_path), "--verbosity", "DEBUG"],
+        cwd=tmp_path, env=env(VTC_TINY_DATA=str(assets / "tiny_bench" / "videos")), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = [json.loads(p.read_text()) for p in tmp_path.rglob("*_results.json")]
+    assert len(results) == 1
+    assert "mvbench_accuracy,none" in results[0]["results"]["tiny_mvbench_moving_count"]
