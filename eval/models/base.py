@@ -11,6 +11,8 @@
 - runs requests one at a time (batch size 1: per-sample latencies), through the parent's own request handling
   (prompt, frame sampling, processor), and records one row per request: the adapter's ``SampleStats`` plus
   ``preprocess_s`` (request wall time outside ``model.generate``), ``generate_s`` and ``frames_fed``;
+- checks that every request's video exists before generating anything (a missing one is named, with how to get
+  the dataset; lmms-eval's MVBench would only log it and VideoMME / MLVU ``sys.exit``);
 - refuses a request that reaches ``generate`` without video inputs (the Qwen2-VL parent logs and drops a video it
   cannot read, which would silently score a text-only answer);
 - keeps its modules through lmms-eval's ``clean()`` (which deletes every ``nn.Module`` attribute, spec pitfall 2),
@@ -179,6 +181,8 @@ class Harnessed:
                 measure=True, position_mode=self.position_mode, **self.hparams,
             ) as session:
                 self.session_info = dict(getattr(session, "info", {}) or {})
+                for req in requests:  # every video first: a missing one fails the run before any generation
+                    self._check_media(req)
                 for req in requests:
                     answer = self._run_request(req, session)
                     doc = self._doc(req)
@@ -198,15 +202,17 @@ class Harnessed:
         import os
 
         doc_to_visual, doc_id, task = req.args[2], req.args[-3], req.args[-2]
-        for v in doc_to_visual(self._doc(req)) or []:
+        hint = ("The benchmark's videos are fetched into $HF_HOME by lmms-eval on a machine with hub access "
+                "(see docs/harness.md, 'Run a real benchmark').")
+        try:
+            visuals = doc_to_visual(self._doc(req)) or []
+        except SystemExit as e:  # VideoMME's and MLVU's doc_to_visual call sys.exit on a missing video
+            raise FileNotFoundError(f"{task} doc {doc_id}: {e.code}. {hint}") from None
+        for v in visuals:
             if isinstance(v, str) and not os.path.exists(v):
-                raise FileNotFoundError(
-                    f"{task} doc {doc_id}: video {v} is missing. The benchmark's videos are fetched into $HF_HOME by "
-                    "lmms-eval on a machine with hub access (see docs/harness.md, 'Run a real benchmark')."
-                )
+                raise FileNotFoundError(f"{task} doc {doc_id}: video {v} is missing. {hint}")
 
     def _run_request(self, req, session) -> str:
-        self._check_media(req)
         before = len(session.samples)
         self._generate_s, self._frames_fed = 0.0, None
         t0 = now()

@@ -128,3 +128,16 @@ def test_missing_video_of_a_real_benchmark_is_named():
     req = SimpleNamespace(args=("ctx", {}, lambda doc: [f"/nonexistent/{doc['videoID']}.mp4"], 0, "videomme", "test"))
     with pytest.raises(FileNotFoundError, match=r"videomme doc 0: video /nonexistent/abc.mp4 is missing.*HF_HOME"):
         lm._check_media(req)
+
+
+def test_benchmark_exit_on_missing_video_becomes_a_named_error():
+    import sys
+    from types import SimpleNamespace
+
+    from eval.models.qwen3_vl import Qwen3VLCompressed
+
+    lm = object.__new__(Qwen3VLCompressed)
+    lm.task_dict = {"mlvu_dev": {"test": {3: {}}}}
+    req = SimpleNamespace(args=("ctx", {}, lambda doc: sys.exit("video path:/x.mp4 does not exist"), 3, "mlvu_dev", "test"))
+    with pytest.raises(FileNotFoundError, match=r"mlvu_dev doc 3: video path:/x.mp4 does not exist"):
+        lm._check_media(req)
