@@ -82,10 +82,19 @@ def seq_lengths_per_layer(shape: LLMShape, prompt_in: int, visual_in: int, visua
 
 
 def sample_flops(shape: LLMShape, row: dict) -> tuple[int, int]:
-    """(prefill FLOPs, mean decode FLOPs per generated token) of one measured sample row."""
-    lengths = seq_lengths_per_layer(
-        shape, row["prompt_tokens_in"], row["visual_tokens_in"], row["visual_tokens_out"], row["visual_tokens_layer_avg"]
-    )
+    """(prefill FLOPs, mean decode FLOPs per generated token) of one measured sample row.
+
+    Uses the exact per-layer visual counts when the row carries them (``visual_tokens_per_layer``, one int per decoder
+    layer), else the schedule :func:`seq_lengths_per_layer` reconstructs from the layer average.
+    """
+    per_layer = row.get("visual_tokens_per_layer")
+    if per_layer is not None and len(per_layer) == shape.layers:
+        text = row["prompt_tokens_in"] - row["visual_tokens_in"]
+        lengths = [text + int(v) for v in per_layer]
+    else:
+        lengths = seq_lengths_per_layer(
+            shape, row["prompt_tokens_in"], row["visual_tokens_in"], row["visual_tokens_out"], row["visual_tokens_layer_avg"]
+        )
     prefill = sum(layer_prefill_flops(shape, n) for n in lengths)
     steps = max(int(row.get("new_tokens") or 0), 1)
     # new token j (1-based) attends to n + j tokens; the cost is linear in the context, so the mean over the

@@ -93,3 +93,11 @@ def test_summary_without_measured_samples_reports_no_latency():
 def test_summary_unmeasured_stage_is_null_not_zero():
     rows = [_row(0), _row(1, prefill_s=None)]
     assert summarise(rows, warmup=0, total_wall_s=1.0, shape=None)["latency_s"]["prefill"] is None
+
+
+def test_exact_per_layer_counts_take_precedence():
+    s = LLMShape(layers=3, hidden=4, intermediate=4, q_width=4, kv_width=4)
+    row = dict(prompt_tokens_in=10, visual_tokens_in=6, visual_tokens_out=1, visual_tokens_layer_avg=3.0, new_tokens=1,
+               visual_tokens_per_layer=[6, 2, 1])  # a PDrop-like 3-stage schedule
+    pre, _ = sample_flops(s, row)
+    assert pre == sum(layer_prefill_flops(s, 4 + v) for v in (6, 2, 1))
