@@ -11,7 +11,8 @@ One process builds a random-weight LLaVA-OneVision-architecture model whose LLM 
   the resident-set growth sampled every 0.5 ms (variants measured one after another, memory returns in between),
 - analytic prefill FLOPs from the LLM config and the per-layer sequence lengths (eval/measure.py convention).
 
-Ratios are against the vanilla run (method ``none``); ``at_limit`` = prefill_ratio / flops_ratio (1.0 = the latency
+"peak mem" is the whole peak (weights included, as the paper's efficiency table), "activation mem" the growth over what
+was resident before the call. Ratios are against the vanilla run (method ``none``); ``at_limit`` = prefill_ratio / flops_ratio (1.0 = the latency
 falls exactly as much as the compute). Writes ``results/bench/latest.json``. Weights are random: only the costs mean
 something. Targets are checked and printed at the end.
 """
@@ -164,8 +165,9 @@ class _RssSampler:
         return self.peak - self.base
 
 
-def peak_memory(model, batch, name, ratio, new_tokens, frames, device, bare=False) -> float:
-    """Peak memory growth of one generate call: CUDA allocator peak minus the resident weights, or sampled RSS growth."""
+def peak_memory(model, batch, name, ratio, new_tokens, frames, device, bare=False) -> tuple[float, float]:
+    """(peak, growth) bytes of one generate call. Peak: CUDA ``max_memory_allocated`` (weights included), or the
+    sampled peak RSS of the process; growth: the peak minus what was resident before the call."""
     call = (lambda: bare_once(model, batch, new_tokens)) if bare else (
         lambda: run_once(model, batch, name, ratio, new_tokens, frames))
     if torch.device(device).type == "cuda":
@@ -175,10 +177,11 @@ def peak_memory(model, batch, name, ratio, new_tokens, frames, device, bare=Fals
         base = torch.cuda.memory_allocated()
         call()
         sync(device)
-        return float(torch.cuda.max_memory_allocated() - base)
+        peak = float(torch.cuda.max_memory_allocated())
+        return peak, peak - base
     with _RssSampler() as sampler:
         call()
-    return float(sampler.growth)
+    return float(sampler.peak), float(sampler.growth)
 
 
 def main(argv=None) -> None:
@@ -213,9 +216,10 @@ def main(argv=None) -> None:
     for rep in range(args.repeats):
         for v in todo:
             samples[v].append(run_once(model, batch, *v, args.new_tokens, args.frames))
-        # harness overhead: bare generate vs generate under compress(method="none"), same round
-        for fn, acc in ((lambda: bare_once(model, batch, args.new_tokens), bare_times),
-                        (lambda: run_once(model, batch, "none", 1.0, args.new_tokens, args.frames), none_times)):
+        # harness overhead: bare generate vs generate under compress(method="none"), same round, order alternating
+        pair = [(lambda: bare_once(model, batch, args.new_tokens), bare_times),
+                (lambda: run_once(model, batch, "none", 1.0, args.new_tokens, args.frames), none_times)]
+        for fn, acc in (pair if rep % 2 == 0 else pair[::-1]):
             sync(args.device)
             t0 = __import__("time").perf_counter()
             fn()
@@ -230,13 +234,14 @@ def main(argv=None) -> None:
     base = ("none", 1.0)
     base_prefill, base_decode = med(base, "prefill_s"), med(base, "decode_s") / args.new_tokens
     base_flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, "none", 1.0, samples[base][0]))
-    base_mem = peak_memory(model, batch, "none", 1.0, args.new_tokens, args.frames, args.device)
+    base_mem, base_growth = peak_memory(model, batch, "none", 1.0, args.new_tokens, args.frames, args.device)
     rows, table = [], []
     for v in todo:
         name, r = v
         s0 = samples[v][0]
         flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, name, r, s0))
-        mem = base_mem if v == base else peak_memory(model, batch, name, r, args.new_tokens, args.frames, args.device)
+        mem, growth = (base_mem, base_growth) if v == base else peak_memory(
+            model, batch, name, r, args.new_tokens, args.frames, args.device)
         prefill_ratio = med(v, "prefill_s") / base_prefill
         flops_ratio = flops / base_flops
         row = {
@@ -248,17 +253,19 @@ def main(argv=None) -> None:
             "prefill_ratio": prefill_ratio, "flops_ratio": flops_ratio, "at_limit": prefill_ratio / flops_ratio,
             "decode_ratio": (med(v, "decode_s") / args.new_tokens) / base_decode,
             "peak_mem_bytes": mem, "peak_mem_ratio": mem / base_mem if base_mem else None,
+            "peak_mem_growth_bytes": growth, "peak_mem_growth_ratio": growth / base_growth if base_growth else None,
             "select_overhead_frac": (med(v, "compression_s") or 0.0) / base_prefill,
         }
         rows.append(row)
         table.append([name, f"{r:.2f}", f"{row['visual_tokens_out']}/{row['visual_tokens_in']}",
                       f"{prefill_ratio:.3f}", f"{flops_ratio:.3f}", f"{row['at_limit']:.2f}", f"{row['decode_ratio']:.3f}",
                       f"{row['peak_mem_ratio']:.3f}" if row["peak_mem_ratio"] else "–",
+                      f"{row['peak_mem_growth_ratio']:.3f}" if row["peak_mem_growth_ratio"] else "–",
                       f"{row['select_overhead_frac']:.4f}"])
     none_overhead = statistics.median(none_times) / statistics.median(bare_times) - 1
     print("\nVs vanilla (method none). at_limit = prefill_ratio / flops_ratio (1.0 = latency falls as much as compute).\n")
     print(markdown_table(["method", "r", "visual tokens", "prefill", "FLOPs", "at_limit", "decode/token",
-                          "peak mem", "select overhead"], table))
+                          "peak mem", "activation mem", "select overhead"], table))
 
     scaling = []
     if args.scaling_frames:
