@@ -8,9 +8,10 @@ half-written record. Top-level keys (all required; unknown numbers are ``null``,
 - identity: ``schema_version`` (1), ``status`` ("finished"), ``created_utc``, ``benchmark`` (conf id),
   ``benchmark_kind`` (mvbench | videomme | longvideobench | mlvu), ``tasks`` (lmms-eval task names run), ``model``
   (conf id), ``model_family`` (adapter family), ``paper_model`` (name in the paper's tables or null),
-  ``random_weights`` (true: accuracy is meaningless), ``frames`` (configured frame count), ``frames_fed`` (mean frames
-  actually fed), ``method``, ``method_approximation``, ``retention_ratio`` (1.0 for none), ``budget``, ``hparams``,
-  ``seed``, ``limit``, ``n_samples``;
+  ``random_weights`` (true: accuracy is meaningless), ``frames`` (configured frame count), ``method``,
+  ``method_approximation``, ``retention_ratio`` (1.0 for none), ``budget``, ``hparams``, ``seed``, ``limit``,
+  ``n_samples``; beyond schema v1's required keys the harness adds ``frames_fed`` (mean frames actually fed) and
+  ``second_per_grid_ts`` (Qwen2.5-VL's temporal M-RoPE spacing, else null), and ``efficiency.load_s``;
 - ``accuracy``: ``{metric, headline (0-100), breakdown, unparsable}`` (:mod:`eval.accuracy`);
 - ``efficiency``: token means, split latency, wall time, peak memory, FLOPs, throughput, warm-up counts
   (:func:`eval.measure.summarise`);

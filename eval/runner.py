@@ -160,6 +160,7 @@ def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall
         "random_weights": bool(meta["random_weights"]),
         "frames": int(c["model"]["frames"]),
         "frames_fed": (sum(fed) / len(fed)) if fed else None,
+        "second_per_grid_ts": _mean_of(rows, "second_per_grid_ts"),
         "method": method,
         "method_approximation": info.approximation,
         "retention_ratio": ratio,
@@ -188,6 +189,11 @@ def with_answers(rows: list[dict], results: dict) -> list[dict]:
         ans, target = answers.get((r.get("task"), r.get("doc_id")), (None, None))
         out.append({**r, "answer": ans, "target": target})
     return out
+
+
+def _mean_of(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def write_samples(path: Path, rows: list[dict], results: dict) -> None:

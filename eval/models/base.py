@@ -10,7 +10,8 @@
   (``method="none"`` takes the same path uncompressed, so vanilla is measured identically);
 - runs requests one at a time (batch size 1: per-sample latencies), through the parent's own request handling
   (prompt, frame sampling, processor), and records one row per request: the adapter's ``SampleStats`` plus
-  ``preprocess_s`` (request wall time outside ``model.generate``), ``generate_s`` and ``frames_fed``;
+  ``preprocess_s`` (request wall time outside ``model.generate``), ``generate_s``, ``frames_fed`` and (Qwen2.5-VL)
+  ``second_per_grid_ts``;
 - checks that every request's video exists before generating anything (a missing one is named, with how to get
   the dataset; lmms-eval's MVBench would only log it and VideoMME / MLVU ``sys.exit``);
 - refuses a request that reaches ``generate`` without video inputs (the Qwen2-VL parent logs and drops a video it
@@ -79,6 +80,8 @@ class _TimedModel:
                 "prompt has no video placeholder); refusing to score a text-only answer"
             )
         self._owner._frames_fed = self._owner.count_frames(kwargs)
+        sec = kwargs.get("second_per_grid_ts")  # Qwen2.5-VL: temporal M-RoPE spacing of the fed frames
+        self._owner._second_per_grid = None if sec is None else float(sec.float().mean())
         t0 = now()
         try:
             return self._model.generate(*args, **kwargs)
@@ -214,7 +217,7 @@ class Harnessed:
 
     def _run_request(self, req, session) -> str:
         before = len(session.samples)
-        self._generate_s, self._frames_fed = 0.0, None
+        self._generate_s, self._frames_fed, self._second_per_grid = 0.0, None, None
         t0 = now()
         self._timing = True
         try:
@@ -229,7 +232,7 @@ class Harnessed:
         args = req.args
         stats.update(
             task=args[-2], doc_id=args[-3], preprocess_s=wall - self._generate_s, generate_s=self._generate_s,
-            frames_fed=self._frames_fed,
+            frames_fed=self._frames_fed, second_per_grid_ts=self._second_per_grid,
         )
         self.sample_rows.append(stats)
         return answer
