@@ -61,9 +61,9 @@ sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yam
 # tiny benchmarks, through lmms-eval's real evaluator (docs/harness.md). dycoke_ttm runs at DyCoke's nominal K=0.75:
 # pure TTM cannot reach 25% (its anchor frames stay whole); the table shows the retention it realises.
 .PHONY: demo
-DEMO_MODEL ?= tiny_qwen3_vl
+DEMO_MODEL ?= tiny_llava_ov
 DEMO_RUN := $(OFFLINE) $(PY) -m eval.run -m model=$(DEMO_MODEL) 'benchmark=glob(tiny_*)' retention_ratio=0.25 progress=false
-demo: install ## offline demo: tiny models + tiny benchmarks, vanilla and every method at r=0.25, then the table (DEMO_MODEL=tiny_llava_ov ...)
+demo: install ## offline demo: tiny models + tiny benchmarks, vanilla and every method at r=0.25, then the table (DEMO_MODEL=tiny_qwen3_vl ...)
 	$(TINY_ASSETS)
 	$(DEMO_RUN) 'method=glob(*,exclude=dycoke_ttm)'
 	$(DEMO_RUN) method=dycoke_ttm method.merge_ratio=0.75
