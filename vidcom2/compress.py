@@ -255,7 +255,7 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
     if stage == "in_llm":
         options = {"position_mode": plan.position_mode} if plan.position_mode is not None else {}
         out = plan.modules["in_llm"].generate(
-            adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, **options
+            adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, seed=plan.seed, **options
         )
     else:
         out = timed(**call)

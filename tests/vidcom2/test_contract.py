@@ -45,7 +45,7 @@ def expected_counts(name, x, r):
         return ref.vidcom2_mask(x, r)[1]
     if name in ("random", "uniform", "visionzip"):
         return [ref.budget(r, n)] * f
-    if name in ("divprune", "fastv", "pdrop"):
+    if name in ("divprune", "fastv", "pdrop", "sparsevlm"):
         return ref.budget(r, f * n)
     if name == "dycoke_ttm":
         whole = f - len(_pruned_frames(f))
@@ -186,4 +186,4 @@ def test_every_method_declares_stage_and_provenance():
         assert info.stage in ("pre_llm", "in_llm", "vision_encoder")
         assert info.needs_attention == ("scores" in info.needs)
         assert info.paper and info.code
-    assert set(vidcom2.list_methods("in_llm")) == {"fastv", "pdrop"}
+    assert set(vidcom2.list_methods("in_llm")) == {"fastv", "pdrop", "sparsevlm"}

@@ -1,4 +1,5 @@
-"""Hook (b): in-LLM visual-token pruning during prefill (FastV, PDrop) with scoped hooks, no eager attention.
+"""Hook (b): in-LLM visual-token pruning during prefill (FastV, PDrop, SparseVLM) with scoped hooks, no eager
+attention.
 
 Recipe: /work/shared/spec/hooks_transformers.md section 5 (transformers 5.23). The text model computes cos/sin and
 the causal mask once and hands them to every decoder layer, so pruning needs only:
@@ -19,6 +20,10 @@ default, keeps the original M-RoPE positions on Qwen models (PDrop has no offici
 records the choice). PDrop's score row is recomputed before stage layer ``l`` with that layer's
 ``input_layernorm``, ``q_proj`` (last token only), ``k_proj`` (+ Qwen3 ``q_norm``/``k_norm``) and RoPE, as the
 official code does (PDrop#17): one extra k projection per stage, no second pass of any layer.
+SparseVLM: the text raters are chosen once per prefill from the input embeddings; inside the attention of each
+pruning layer only the raters' query rows are computed (``[Hq, |raters|, kv_len]``, causal per row); the layer's
+output is pruned at the next layer's pre-hook, and v1's recycled cluster centres (new tokens, ids ``>= prompt_len``
+in :class:`PruneState`) are inserted after the kept visual tokens; positions are renumbered contiguously.
 
 The registered names stay in transformers' interfaces after exit (stateless dispatchers); the per-call state
 lives in ``_ACTIVE`` only while a context is open.
@@ -105,16 +110,20 @@ def _register(backend: str) -> str:
 
 @dataclass(frozen=True)
 class Stage:
-    """Before decoder layer ``layer`` runs (prefill), keep ``keep`` visual tokens (of the original candidates)."""
+    """Before decoder layer ``layer`` runs (prefill), keep ``keep`` visual tokens (of the current ones) and insert
+    ``recycled`` new visual tokens after them (SparseVLM v1's cluster centres; 0 for the other methods)."""
 
     layer: int
     keep: int
+    recycled: int = 0
 
 
 @dataclass(frozen=True)
 class Plan:
-    """score: ``"attention_row"`` (FastV: last query's row inside layer ``stage.layer - 1``'s attention) or
-    ``"recompute"`` (PDrop: the row recomputed with layer ``stage.layer``'s norm and q/k projections)."""
+    """score: ``"attention_row"`` (FastV: last query's row inside layer ``stage.layer - 1``'s attention),
+    ``"recompute"`` (PDrop: the row recomputed with layer ``stage.layer``'s norm and q/k projections) or
+    ``"rater_rows"`` (SparseVLM: the text raters' rows inside layer ``stage.layer - 1``'s attention, averaged).
+    hparams ``recycle=True`` (SparseVLM v1): pruned tokens are clustered into ``stage.recycled`` new tokens."""
 
     method: str
     stages: tuple[Stage, ...]
@@ -149,20 +158,32 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
         stages = tuple(Stage(int(layer), count(frac, num_visual)) for layer, frac in sched)
         mode = "original" if mrope else "contiguous"  # = position_mode_for(method, text_model)
         return Plan("pdrop", stages, "recompute", mode, {"schedule": [(int(a), float(b)) for a, b in sched]})
-    raise ValueError(f"no in-LLM pruning for method {name!r}; in-LLM methods here: 'fastv', 'pdrop'")
+    if name == "sparsevlm":
+        from vidcom2.methods import sparsevlm as sv
+
+        layers = sv.check_layers(method.layers, num_layers)
+        frac = sv.solve_fraction(r, num_visual, num_layers, layers, method.budget_mode, method.recycle)
+        counts = sv.stage_counts(frac, num_visual, len(layers), method.recycle)
+        stages = tuple(Stage(loc + 1, k, c) for loc, (k, c) in zip(layers, counts))
+        hp = {"fraction": frac, "layers": list(layers), "recycle": bool(method.recycle)}
+        return Plan("sparsevlm", stages, "rater_rows", "contiguous", hp)
+    raise ValueError(
+        f"no in-LLM pruning for method {name!r}; in-LLM methods here: 'fastv', 'pdrop', 'sparsevlm'"
+    )
 
 
 def position_mode_for(method, text_model) -> str:
     """The position rule an in-LLM method uses on this text model (for records): FastV keeps ``original``
-    positions; PDrop renumbers ``contiguous`` on 1-D RoPE models and keeps ``original`` M-RoPE positions."""
-    if method.info.name == "pdrop" and not _is_mrope(text_model):
+    positions; PDrop renumbers ``contiguous`` on 1-D RoPE models and keeps ``original`` M-RoPE positions;
+    SparseVLM v1 renumbers ``contiguous`` (official: position ids truncated to the new length) everywhere."""
+    if method.info.name == "sparsevlm" or (method.info.name == "pdrop" and not _is_mrope(text_model)):
         return "contiguous"
     return "original"
 
 
 def layer_counts(plan: Plan, num_layers: int, num_visual: int) -> list[int]:
     """Visual tokens processed by each decoder layer during prefill, ``[L]`` ints (baselines.md 1)."""
-    counts, current, stages = [], num_visual, {s.layer: s.keep for s in plan.stages}
+    counts, current, stages = [], num_visual, {s.layer: s.keep + s.recycled for s in plan.stages}
     for layer in range(num_layers):
         current = stages.get(layer, current)
         counts.append(current)
@@ -204,6 +225,52 @@ def last_row(
     return torch.softmax(logits, dim=-1).mean(dim=1).reshape(-1)
 
 
+def rater_rows(
+    query: torch.Tensor, key: torch.Tensor, rows: torch.Tensor, scaling: float, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """SparseVLM's score row: attention probabilities of the query ``rows`` (prefill positions, ``[R]``), mean over
+    heads, then mean over the rows: ``[kv_len]`` float32. Only ``R`` rows are computed (``[Hq, R, kv_len]``),
+    each with the causal mask of its own position (``row`` sees keys ``<= row``) and the call's ``mask``
+    (4-D ``[1, 1, q, kv]`` bool/additive, its rows ``rows``; or a 2-D ``[1, kv]`` 0/1 padding mask). GQA grouped
+    as in :func:`last_row`. query ``[1, Hq, q_len, d]``, key ``[1, Hkv, kv_len, d]`` post-RoPE, q_len == kv_len.
+    """
+    b, hq, _, d = query.shape
+    hkv, kv = key.shape[1], key.shape[2]
+    r = rows.numel()
+    q = query[:, :, rows, :].float().reshape(b, hkv, hq // hkv, r, d)
+    logits = (q @ key.float().unsqueeze(2).transpose(-1, -2)) * scaling  # [1, Hkv, g, R, kv_len]
+    logits = logits.reshape(b, hq, r, kv)
+    allowed = torch.arange(kv, device=key.device).view(1, -1) <= rows.view(-1, 1)  # [R, kv]
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    if mask is not None:
+        m = mask[:, None, None, -kv:].bool() if mask.dim() == 2 else mask[:, :, rows][..., -kv:]
+        logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.float()
+    return torch.softmax(logits, dim=-1).mean(dim=1).mean(dim=1).reshape(-1)
+
+
+def _with_new_tokens(mask: torch.Tensor | None, ids: torch.Tensor, prompt_len: int) -> torch.Tensor | None:
+    """Prefill mask for a sequence ``ids`` holding new tokens (ids ``>= prompt_len``, never padding): causal,
+    padding keys hidden (read from the last prompt row, which sees every non-padding key), every token sees itself.
+    4-D bool/additive as given; a 2-D padding mask (flash) gets its columns gathered."""
+    if mask is None:
+        return None
+    extra = int(ids.max()) + 1 - prompt_len
+    if mask.dim() == 2:
+        return torch.cat([mask, mask.new_ones(mask.shape[0], extra)], dim=1)[:, ids]
+    last = mask[0, 0, -1, :prompt_len]
+    valid = last if last.dtype == torch.bool else last == 0
+    valid = torch.cat([valid, valid.new_ones(extra)])[ids]
+    m = ids.numel()
+    ar = torch.arange(m, device=ids.device)
+    allowed = ((ar.view(1, -1) <= ar.view(-1, 1)) & valid.view(1, -1)) | (ar.view(1, -1) == ar.view(-1, 1))
+    allowed = allowed.view(1, 1, m, m)
+    if mask.dtype == torch.bool:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=mask.dtype, device=mask.device).masked_fill(
+        ~allowed, torch.finfo(mask.dtype).min
+    )
+
+
 def _take(mask: torch.Tensor | None, rows: torch.Tensor | None, cols: torch.Tensor) -> torch.Tensor | None:
     """Select query ``rows`` (None: all) and key ``cols`` of a 4-D ``[B, 1, q, kv]`` mask, or ``cols`` of a 2-D
     ``[B, kv]`` padding mask (flash backends)."""
@@ -228,8 +295,10 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
 @dataclass
 class PruneState:
     """What one pruning context saw. ``rows``: layer -> score row over the sequence entering that stage
-    (``[n]`` float32); ``keep``: layer -> kept original prompt indices ``[n']`` (sorted) from that layer on;
-    ``visual_per_layer``: visual tokens each layer processed in the last prefill."""
+    (``[n]`` float32); ``keep``: layer -> kept original prompt indices ``[n']`` (sorted) from that layer on
+    (SparseVLM recycling: ids ``>= prompt_len`` are the recycled tokens, in sequence order);
+    ``visual_per_layer``: visual tokens each layer processed in the last prefill. SparseVLM: ``raters`` (prompt
+    indices of the text raters) and ``recycled``: layer -> dict(sources = ids merged, centres ``[c, D]``)."""
 
     plan: Plan
     num_layers: int
@@ -247,6 +316,10 @@ class PruneState:
     layer_keep: dict = field(default_factory=dict)
     cos_sin: dict = field(default_factory=dict)  # stage layer -> (cos, sin) of its survivors (prefill)
     prompt_len: int = 0
+    raters: torch.Tensor | None = None
+    recycled: dict = field(default_factory=dict)
+    generator: torch.Generator | None = None
+    next_id: int = 0
 
 
 def _is_mrope(text_model) -> bool:
@@ -275,6 +348,8 @@ def pruning(
     *,
     mode: str = "prune",
     position_mode: str | None = None,
+    text_start: int | None = None,
+    seed: int = 0,
 ) -> Iterator[PruneState]:
     """Attach in-LLM pruning to ``text_model`` for the duration of the block; everything is undone on exit.
 
@@ -282,6 +357,8 @@ def pruning(
         layout tokens such as LLaVA's newline, which is always kept).
     layers: the decoder layers (``text_model.layers``). mode: ``prune`` (real slicing) or ``mask`` (reference).
     position_mode: ``original`` or ``contiguous``; default ``plan.position_mode``.
+    text_start: SparseVLM: the first prompt position after the video (raters are chosen among the positions from
+        there on); default one after the last candidate. seed: seeds SparseVLM's clustering noise (per prefill).
     Yields a :class:`PruneState` (rows, kept indices, per-layer counts) filled during the forward passes.
     """
     if mode not in MODES:
@@ -297,6 +374,15 @@ def pruning(
     stages = {s.layer: s for s in plan.stages}
     if not 1 <= first or max(stages) >= num_layers:
         raise ValueError(f"pruning layers {sorted(stages)} must lie in [1, {num_layers - 1}]")
+    recycle = bool(plan.hparams.get("recycle"))
+    if recycle and mode == "mask":
+        raise ValueError(
+            "mode='mask' cannot reproduce SparseVLM's recycled (new) tokens: use recycle=False for the reference"
+        )
+    if recycle and position_mode != "contiguous":
+        raise ValueError(
+            "SparseVLM recycling inserts new tokens, which have no original position: use 'contiguous'"
+        )
     state = PruneState(plan=plan, num_layers=num_layers, position_mode=position_mode, mode=mode)
     mrope = _is_mrope(text_model)
     config = text_model.config
@@ -336,6 +422,19 @@ def pruning(
                 raise ValueError(
                     f"{plan.method}: stage at layer {s.layer} keeps {s.keep} > {n_vis} visual tokens"
                 )
+        if plan.score == "rater_rows":
+            from vidcom2.methods.sparsevlm import text_raters
+
+            start = text_start if text_start is not None else int(visual.nonzero().max()) + 1
+            if start >= n:
+                raise ValueError(
+                    "sparsevlm needs text tokens after the video (its raters); the prompt ends there"
+                )
+            vis_idx = state.visual.nonzero().squeeze(1)
+            chosen = text_raters(embeds[0, vis_idx], embeds[0, start:]).nonzero().squeeze(1)
+            state.raters = chosen.to(embeds.device) + start
+            state.generator = torch.Generator().manual_seed(int(seed))
+            state.recycled, state.next_id = {}, n
         return None
 
     def on_attention(stage_layer):
@@ -346,6 +445,45 @@ def pruning(
                 state.rows[stage_layer] = last_row(query, key, scaling, attention_mask)
 
         return callback
+
+    def on_rater_attention(stage_layer):
+        def callback(module, query, key, attention_mask, kwargs):
+            # SparseVLM: only the raters' rows of layer `stage_layer - 1`, prefill only (O(|raters| * kv_len)).
+            if state.phase == "prefill" and query.shape[2] > 1:
+                scaling = kwargs.get("scaling") or module.scaling
+                rows = state.raters
+                if mode == "prune":
+                    rows = torch.isin(state.current, state.raters).nonzero().squeeze(1)
+                state.rows[stage_layer] = rater_rows(
+                    query, key, rows.to(query.device), scaling, attention_mask
+                )
+
+        return callback
+
+    def recycle_tokens(layer_idx, hidden, cur, row, vis_cur, chosen, survive):
+        # SparseVLM v1: cluster the best 30% of the dropped tokens (layer-l outputs) into new tokens inserted right
+        # after the last kept visual token. Returns (hidden, current ids) of the new sequence.
+        from vidcom2.methods.sparsevlm import cluster_and_merge, recycle_sources, recycled_count
+
+        pruned = (vis_cur & ~chosen).nonzero().squeeze(1)
+        local = survive.nonzero().squeeze(1)
+        if pruned.numel() == 0:
+            return hidden.index_select(1, local), cur[local]
+        src = pruned[recycle_sources(row[pruned])]
+        c = stages[layer_idx].recycled
+        if c != recycled_count(pruned.numel()):
+            raise RuntimeError(
+                f"sparsevlm: planned {c} recycled tokens at layer {layer_idx}, the rule gives another"
+            )
+        centres = cluster_and_merge(hidden[0, src], c, state.generator)
+        last = int((survive & vis_cur).nonzero().max())
+        before, after = local[local <= last], local[local > last]
+        new_ids = torch.arange(state.next_id, state.next_id + c, device=cur.device)
+        state.next_id += c
+        state.visual = torch.cat([state.visual, state.visual.new_ones(c)])
+        state.recycled[layer_idx] = {"sources": cur[src], "centres": centres}
+        hidden = torch.cat([hidden[:, before], centres.unsqueeze(0), hidden[:, after]], dim=1)
+        return hidden, torch.cat([cur[before], new_ids, cur[after]])
 
     def recompute_row(layer_idx, hidden, cos, sin, mask) -> torch.Tensor:
         # PDrop: layer l's own input_layernorm / q_proj / k_proj (+ q_norm/k_norm) and RoPE at the current positions.
@@ -392,7 +530,7 @@ def pruning(
         local = None  # indices into the incoming (prune-mode) sequence when this layer drops tokens
         if layer_idx in stages:
             cur = state.current
-            if plan.score == "attention_row":
+            if plan.score in ("attention_row", "rater_rows"):
                 row = state.rows.get(layer_idx)
                 if row is None:
                     raise RuntimeError(
@@ -413,6 +551,9 @@ def pruning(
             survive = ~vis_cur | chosen
             local = survive.nonzero().squeeze(1)
             state.current = cur[survive]
+            if recycle:
+                hidden, state.current = recycle_tokens(layer_idx, hidden, cur, row, vis_cur, chosen, survive)
+                local = None  # already applied
             state.keep[layer_idx] = state.current
             # cos/sin of the survivors, computed once per stage (the parent hands every layer the same tensors)
             if position_mode == "contiguous":
@@ -436,7 +577,12 @@ def pruning(
                     kwargs["position_ids"] = torch.arange(keep.numel(), device=keep.device).view(1, -1)
                 else:
                     kwargs["position_ids"] = kwargs["position_ids"][..., keep]
-            kwargs["attention_mask"] = _take(kwargs.get("attention_mask"), keep, keep)
+            if int(keep.max()) >= state.prompt_len:  # recycled tokens: no rows/columns in the parent's mask
+                kwargs["attention_mask"] = _with_new_tokens(
+                    kwargs.get("attention_mask"), keep, state.prompt_len
+                )
+            else:
+                kwargs["attention_mask"] = _take(kwargs.get("attention_mask"), keep, keep)
         else:
             n = hidden.shape[1]
             kept_bool = torch.zeros(n, dtype=torch.bool, device=hidden.device)
@@ -470,7 +616,9 @@ def pruning(
         if mode == "prune":
             if mask is not None:
                 kv_full = mask.shape[-1]
-                cols = torch.cat([keep, torch.arange(prompt_len, kv_full, device=keep.device)])
+                # recycled tokens (ids >= prompt_len) read the last prompt column: never padding
+                old = torch.where(keep >= prompt_len, prompt_len - 1, keep)
+                cols = torch.cat([old, torch.arange(prompt_len, kv_full, device=keep.device)])
                 kwargs["attention_mask"] = _take(mask, None, cols)
         else:
             kv_full = cache_len + q_len
@@ -492,6 +640,8 @@ def pruning(
             if state.phase == "prefill" and hidden_states.shape[1] != visual_pos_masks.shape[1]:
                 keep = state.current
                 full = visual_pos_masks.reshape(-1).to(keep.device)
+                if int(keep.max()) >= full.numel():  # SparseVLM's recycled tokens get no DeepStack rows
+                    full = torch.cat([full, full.new_zeros(int(keep.max()) + 1 - full.numel())])
                 rows = (full.long().cumsum(0) - 1)[keep][full[keep]]
                 return original(
                     hidden_states, full[keep].view(1, -1), visual_embeds[rows.to(visual_embeds.device)]
@@ -505,9 +655,10 @@ def pruning(
         handles.append(text_model.register_forward_pre_hook(on_text_forward, with_kwargs=True))
         for layer_idx in range(first, num_layers):
             handles.append(layers[layer_idx].register_forward_pre_hook(on_layer(layer_idx), with_kwargs=True))
-        if plan.score == "attention_row":
+        if plan.score in ("attention_row", "rater_rows"):
+            make = on_attention if plan.score == "attention_row" else on_rater_attention
             for s in plan.stages:
-                _ACTIVE[id(layers[s.layer - 1].self_attn)] = on_attention(s.layer)
+                _ACTIVE[id(layers[s.layer - 1].self_attn)] = make(s.layer)
         if hasattr(text_model, "_deepstack_process") and mode == "prune":
             text_model._deepstack_process = deepstack(text_model._deepstack_process)
         config._attn_implementation = name
@@ -570,7 +721,7 @@ def check_generate_kwargs(model, kwargs: dict) -> None:
         )
     if ids.shape[0] != 1:
         raise ValueError(
-            f"in-LLM pruning (fastv, pdrop) supports batch size 1 only, got {ids.shape[0]} prompts: keep counts "
+            f"in-LLM pruning (fastv, pdrop, sparsevlm) supports batch size 1 only, got {ids.shape[0]} prompts: keep counts "
             "would differ between rows; run one sample per generate() call"
         )
     impl = kwargs.get("cache_implementation") or getattr(
@@ -594,14 +745,16 @@ def generate(
     recorder=None,
     *,
     slots=None,
+    seed: int = 0,
     **options,
 ):
     """Run ``generate_fn(**kwargs)`` (the unwrapped ``model.generate``) with in-LLM pruning by ``method``.
 
-    method: an in-LLM method instance (``fastv`` or ``pdrop`` from :func:`vidcom2.get_method`).
+    method: an in-LLM method instance (``fastv``, ``pdrop`` or ``sparsevlm`` from :func:`vidcom2.get_method`).
     recorder: optional :class:`vidcom2.measure.Recorder`; gets ``visual_tokens_out`` (visual tokens in the deepest
         layer, ``R_fin * N``) and ``visual_tokens_layer_avg`` (``sum_l n_l / L``) noted for the sample.
     slots: the prompt's video slots (``Encoded.slots``), see :func:`candidates`.
+    seed: seeds SparseVLM's clustering noise (the same for every prefill).
     options: ``position_mode`` (``original``/``contiguous``; default: the method's rule) and ``mode``
         (``prune``, or ``mask`` for reference runs).
     Returns what ``generate_fn`` returns.
@@ -611,7 +764,9 @@ def generate(
     layers = adapter.decoder_layers(model)
     visual = candidates(adapter, model, kwargs, slots)
     plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=_is_mrope(text_model))
-    with pruning(text_model, layers, visual, plan, **options) as state:
+    video = adapter.visual_token_mask(model, kwargs)[0]
+    text_start = int(video.nonzero().max()) + 1 if video.any() else None  # SparseVLM raters: after the video
+    with pruning(text_model, layers, visual, plan, text_start=text_start, seed=seed, **options) as state:
         out = generate_fn(**kwargs)
     _record(recorder, state, int(visual.sum()))
     return out

@@ -9,6 +9,7 @@ from vidcom2.methods import (  # noqa: F401  (*_vc2: the baseline ports of the V
     none,
     pdrop,
     random,
+    sparsevlm,
     uniform,
     vidcom2,
     visionzip,
