@@ -79,6 +79,7 @@ def compress(
     measure: bool = False,
     position_mode: str | None = None,
     text_rule: str = "reference",
+    adapter=None,
     **hparams,
 ) -> Iterator[Session]:
     """Compress the video tokens of every ``model.generate`` call inside the block.
@@ -90,10 +91,13 @@ def compress(
     measure: take device-synchronised timings (encoder, compression, prefill, decode); token counts always.
     position_mode: LLaVA-OV ``"contiguous"`` (default) or ``"original"``; Qwen ``"original"`` only.
         In-LLM methods: passed to the pruning (``"original"``/``"contiguous"``), default the method's own rule.
+    adapter: ``None`` (chosen from the model by ``vidcom2.adapters.family_of``), a family name (``"llava_video"``:
+        LLaVA-Video weights in the LLaVA-OV class) or an adapter instance
+        (``vidcom2.adapters.adapter_for("llava_video", newline_order="row")``).
     text_rule: Qwen2/2.5-VL text positions after a video, ``"reference"`` (transformers 4.x / original code,
         default) or ``"hf5"`` (transformers 5.x ``get_rope_index``). Applied to ``method="none"`` too.
     """
-    from vidcom2.adapters import get_adapter
+    from vidcom2.adapters import adapter_for, get_adapter
     from vidcom2.adapters.qwen_vl import TEXT_RULES
 
     if getattr(model.__dict__.get("generate"), "_vidcom2_compress", False):
@@ -103,7 +107,8 @@ def compress(
 
     impl = get_method(method, **hparams)  # validates the name and hparams
     ratio = check_ratio(retention_ratio)
-    adapter = get_adapter(model)
+    if adapter is None or isinstance(adapter, str):  # else an adapter instance, used as is
+        adapter = get_adapter(model) if adapter is None else adapter_for(adapter)
     stage = impl.info.stage
     explicit_mode = position_mode
     if stage == "in_llm":
@@ -131,6 +136,7 @@ def compress(
             position_mode=position_mode,
             text_rule=text_rule if adapter.family in ("qwen2_vl", "qwen2_5_vl") else None,
             adapter=adapter.family,
+            newline_order=getattr(adapter, "newline_order", None),  # llava_video only
             attn_implementation=getattr(adapter.text_model(model).config, "_attn_implementation", None),
         )
     )

@@ -20,6 +20,9 @@ _FAMILIES = {
         ("LlavaOnevisionForConditionalGeneration",),
         ("llava_onevision",),
     ),
+    # LLaVA-Video weights load with the LLaVA-OV class: no class name of its own; chosen by family_of's config
+    # marker (LLaVA-NeXT's mm_newline_position="grid") or explicitly (compress(..., adapter="llava_video"))
+    "llava_video": ("vidcom2.adapters.llava_video", "LlavaVideoAdapter", (), ()),
     "qwen2_vl": (
         "vidcom2.adapters.qwen_vl",
         "QwenVLAdapter",
@@ -50,17 +53,24 @@ def supported_classes() -> list[str]:
     return sorted(c for _, _, classes, _ in _FAMILIES.values() for c in classes)
 
 
-def adapter_for(family: str):
-    """The adapter instance of ``family`` (e.g. ``"qwen2_5_vl"``)."""
+def adapter_for(family: str, **options):
+    """The adapter instance of ``family`` (e.g. ``"qwen2_5_vl"``); ``options`` go to its constructor (e.g.
+    ``adapter_for("llava_video", newline_order="row")``)."""
     if family not in _FAMILIES:
         raise KeyError(f"unknown adapter family {family!r}.{did_you_mean(str(family), list(_FAMILIES))}")
     module, cls, _, _ = _FAMILIES[family]
-    return getattr(importlib.import_module(module), cls)(family)
+    return getattr(importlib.import_module(module), cls)(family, **options)
 
 
 def family_of(model) -> str:
-    """The adapter family of an HF model instance: matched on the class name, then on ``config.model_type``."""
+    """The adapter family of an HF model instance: the LLaVA-Video config marker (``config.mm_newline_position ==
+    "grid"`` on a LLaVA-OV model), then the class name, then ``config.model_type``."""
     name = type(model).__name__
+    if (
+        name in _FAMILIES["llava_onevision"][2]
+        and getattr(model.config, "mm_newline_position", None) == "grid"
+    ):
+        return "llava_video"
     for family, (_, _, classes, _) in _FAMILIES.items():
         if name in classes:
             return family

@@ -112,8 +112,10 @@ def _llava_layer(model) -> int:
     return index - 1
 
 
-def _llava_hook(model, out: EncoderScores, block: int):
-    pool = model.model.apply_pooling
+def _llava_hook(model, out: EncoderScores, block: int, adapter=None):
+    # an adapter that pools features itself (llava_video: average stride 2) pools the scores the same way
+    own = getattr(adapter, "pool_patches", None)
+    pool = (lambda x: own(model, x)) if own is not None else model.model.apply_pooling
 
     def hook(module, args, kwargs):
         hidden = _first(args, kwargs, "hidden_states", 0)  # [frames, 729, D]
@@ -208,7 +210,9 @@ def capture(adapter, model, *, block: int = QUERY_BLOCK) -> Iterator[EncoderScor
         if hasattr(base, "vision_tower"):
             out.layer = _llava_layer(model)
             attn = _siglip_layers(model)[out.layer].self_attn
-            handles.append(attn.register_forward_pre_hook(_llava_hook(model, out, block), with_kwargs=True))
+            handles.append(
+                attn.register_forward_pre_hook(_llava_hook(model, out, block, adapter), with_kwargs=True)
+            )
         elif hasattr(base, "visual"):
             out.layer = _qwen_layer(base.visual)
             handles.extend(_qwen_hooks(base.visual, out, block, out.layer))

@@ -21,7 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+ARCHS = ("llava_onevision", "llava_video", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+# llava_video: the LLaVA-OV weights (same seed, same tensors) plus LLaVA-NeXT's pooling keys in the config, which
+# select the vidcom2 llava_video adapter; inputs() rewrites the prompt to F*182 video tokens per video
+_LLAVA = ("llava_onevision", "llava_video")
+_LLAVA_VIDEO_KEYS = dict(mm_spatial_pool_mode="average", mm_spatial_pool_stride=2, mm_newline_position="grid")
 
 SPECIAL_TOKENS = (
     "<|im_start|>",
@@ -58,7 +62,7 @@ def _check_arch(arch: str) -> None:
 
 
 def _chat_template(arch: str) -> str:
-    if arch == "llava_onevision":
+    if arch in _LLAVA:
         return _CHAT_TEMPLATE.replace("@VIDEO@", "<video>\n").replace("@IMAGE@", "<image>\n")
     return _CHAT_TEMPLATE.replace("@VIDEO@", "<|vision_start|><|video_pad|><|vision_end|>").replace(
         "@IMAGE@", "<|vision_start|><|image_pad|><|vision_end|>"
@@ -103,7 +107,7 @@ def _config(arch: str, tok, text_layers: int):
 
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = _text_config(tok, text_layers)
-    if arch == "llava_onevision":
+    if arch in _LLAVA:
         vision = tf.SiglipVisionConfig(
             hidden_size=32,
             intermediate_size=64,
@@ -121,6 +125,7 @@ def _config(arch: str, tok, text_layers: int):
             vision_feature_layer=-1,
             vision_feature_select_strategy="full",
             tie_word_embeddings=False,
+            **(_LLAVA_VIDEO_KEYS if arch == "llava_video" else {}),
         )
     vision_ids = dict(
         image_token_id=ids["<|image_pad|>"],
@@ -171,7 +176,7 @@ def processor(arch: str):
     _check_arch(arch)
     tok = tokenizer(arch)
     template = _chat_template(arch)
-    if arch == "llava_onevision":
+    if arch in _LLAVA:
         return tf.LlavaOnevisionProcessor(
             image_processor=tf.LlavaOnevisionImageProcessor(),
             video_processor=tf.LlavaOnevisionVideoProcessor(),
@@ -205,6 +210,7 @@ def build(arch: str, *, text_layers: int = 4, seed: int = 0):
     config = _config(arch, proc.tokenizer, text_layers)
     cls = {
         "llava_onevision": tf.LlavaOnevisionForConditionalGeneration,
+        "llava_video": tf.LlavaOnevisionForConditionalGeneration,
         "qwen2_vl": tf.Qwen2VLForConditionalGeneration,
         "qwen2_5_vl": tf.Qwen2_5_VLForConditionalGeneration,
         "qwen3_vl": tf.Qwen3VLForConditionalGeneration,
@@ -257,7 +263,7 @@ def make_video(frames: int = 8, height: int = 112, width: int = 140, seed: int =
 def prompt(arch: str, question: str) -> str:
     """The chat prompt with one video placeholder followed by ``question`` and the assistant turn."""
     _check_arch(arch)
-    placeholder = "<video>\n" if arch == "llava_onevision" else "<|vision_start|><|video_pad|><|vision_end|>"
+    placeholder = "<video>\n" if arch in _LLAVA else "<|vision_start|><|video_pad|><|vision_end|>"
     return f"<|im_start|>user\n{placeholder}{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -283,4 +289,11 @@ def inputs(arch: str, processor, video, question, *, fps: float = 2.0):
         kwargs["video_metadata"] = [
             {"fps": fps, "total_num_frames": len(v), "frames_indices": list(range(len(v)))} for v in videos
         ]
-    return processor(**kwargs)
+    batch = processor(**kwargs)
+    if arch == "llava_video":
+        from vidcom2.adapters.llava_video import rewrite_prompt
+
+        return rewrite_prompt(
+            batch, video_token_id=processor.video_token_id, pad_token_id=processor.tokenizer.pad_token_id
+        )
+    return batch
