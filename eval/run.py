@@ -8,10 +8,16 @@ One run writes ``results/runs/<benchmark>/<model>/<method>/r<ratio>/seed<seed>/r
 other runs still finish and keep their records.
 """
 
+from pathlib import Path
+
 import hydra
 
+# absolute: a relative config_path resolves against the calling module, which differs between `python -m eval.run`
+# and the `vtc-eval` console script
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="eval")
 def _app(cfg) -> None:
     from eval.runner import run
 

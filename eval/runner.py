@@ -104,7 +104,7 @@ def _run(c: dict) -> Path:
     if path.exists() and not c.get("force") and record.is_finished(path):
         print(f"[skip] {path} exists (finished); force=true redoes it")
         return path
-    validate.check_compatible(meta["family"], method, c.get("position_mode"))
+    validate.check_compatible(meta["family"], method, c.get("position_mode"), hparams, ratio, str(init["pretrained"]))
     validate.check_pretrained(str(init["pretrained"]), bool(meta["random_weights"]))
     validate.check_data(bench)
     os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # before any qwen-vl-utils import (spec section 1)

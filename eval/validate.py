@@ -53,13 +53,33 @@ def method_hparams(method_cfg: dict, budget: str | None) -> dict:
     return hp
 
 
-def check_compatible(family: str, method: str, position_mode: str | None = None) -> None:
-    """Refuse a model family / method / position-mode combination ``vidcom2.compress`` would refuse, before loading.
+def llm_depth(pretrained: str) -> int | None:
+    """Decoder layers of the checkpoint's LLM when its config is available without a download, else ``None``."""
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(pretrained, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "num_hidden_layers", None)
+
+
+def check_compatible(
+    family: str,
+    method: str,
+    position_mode: str | None = None,
+    hparams: dict | None = None,
+    retention_ratio: float = 1.0,
+    pretrained: str | None = None,
+) -> None:
+    """Refuse a model family / method / setting combination ``vidcom2.compress`` would refuse, before loading.
 
     Checks, like ``compress`` does at entry: an adapter exists for the family; the method's stage module
     (``encoder_scores`` for vision-encoder methods, ``in_llm`` for in-LLM methods) is installed; an explicit
     ``position_mode`` is one the family's adapter offers (pre-LLM and vision-encoder methods; in-LLM methods follow
-    their own position rule).
+    their own position rule); and for in-LLM methods, when the checkpoint's config is on disk, that the method's
+    pruning layers fit the LLM's depth (the plan ``vidcom2.adapters.in_llm`` would build at the first sample).
     """
     import importlib
 
@@ -75,6 +95,17 @@ def check_compatible(family: str, method: str, position_mode: str | None = None)
             importlib.import_module(f"vidcom2.adapters.{module}")
         except ModuleNotFoundError as e:
             raise ConfigError(f"method {method!r} ({stage}) cannot run on {family}: vidcom2.adapters.{module} is missing ({e})") from None
+    depth = llm_depth(pretrained) if (stage == "in_llm" and pretrained) else None
+    if depth is not None:
+        from vidcom2.adapters.in_llm import plan_for
+        from vidcom2.registry import get_method
+
+        try:
+            plan_for(get_method(method, **(hparams or {})), retention_ratio, depth, 196, mrope=False)
+        except ValueError as e:
+            raise ConfigError(
+                f"model {pretrained} ({depth}-layer LLM) cannot run method {method!r} with these settings: {e}"
+            ) from None
     if position_mode is not None and stage != "in_llm":
         modes = adapter_for(family).position_modes
         if position_mode not in modes:

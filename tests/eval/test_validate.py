@@ -85,3 +85,12 @@ def test_run_leaves_the_environment_as_it_was(no_load, tmp_path, monkeypatch):
     with pytest.raises(ConfigError):
         run(cfg("retention_ratio=2", f"results_dir={tmp_path}"))
     assert "VTC_TINY_DATA" not in os.environ
+
+
+def test_in_llm_layers_beyond_the_llm_depth(no_load, tmp_path):
+    from vidcom2.testing import tiny
+
+    tiny.save("qwen3_vl", tmp_path / "tiny_models" / "qwen3_vl")  # a 4-layer LLM
+    with pytest.raises(ConfigError, match=r"4-layer LLM\) cannot run method 'fastv'.*prune_layer"):
+        run(cfg("model=tiny_qwen3_vl", "method=fastv", "method.prune_layer=4", f"cache_dir={tmp_path}",
+                f"results_dir={tmp_path}"))
