@@ -174,3 +174,11 @@ def test_lmms_eval_cli_runs_the_registered_wrapper(assets, tmp_path):
     results = [json.loads(p.read_text()) for p in tmp_path.rglob("*_results.json")]
     assert len(results) == 1
     assert "mvbench_accuracy,none" in results[0]["results"]["tiny_mvbench_moving_count"]
+
+
+def test_console_script_finds_its_config_from_any_directory(tmp_path):
+    exe = Path(sys.executable).parent / "vtc-eval"
+    proc = subprocess.run([str(exe), "--cfg", "job", "model=tiny_llava_ov"], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "eval.models.llava_onevision.LlavaOneVisionCompressed" in proc.stdout
