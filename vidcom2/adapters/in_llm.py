@@ -164,7 +164,13 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
         layers = sv.check_layers(method.layers, num_layers)
         frac = sv.solve_fraction(r, num_visual, num_layers, layers, method.budget_mode, method.recycle)
         counts = sv.stage_counts(frac, num_visual, len(layers), method.recycle)
-        stages = tuple(Stage(loc + 1, k, c) for loc, (k, c) in zip(layers, counts))
+        # a stage that drops nothing does not exist (no renumbering either: keep-all is the unhooked model)
+        stages, entering = [], num_visual
+        for loc, (k, c) in zip(layers, counts):
+            if k < entering:
+                stages.append(Stage(loc + 1, k, c))
+            entering = k + c
+        stages = tuple(stages)
         hp = {"fraction": frac, "layers": list(layers), "recycle": bool(method.recycle)}
         return Plan("sparsevlm", stages, "rater_rows", "contiguous", hp)
     raise ValueError(
@@ -370,9 +376,10 @@ def pruning(
         raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {position_mode!r}")
     visual = torch.as_tensor(visual).reshape(-1).bool()
     num_layers = len(layers)
-    first = min(s.layer for s in plan.stages)
+    # a plan without stages (SparseVLM keeping everything) attaches only the bookkeeping hook
+    first = min((s.layer for s in plan.stages), default=num_layers)
     stages = {s.layer: s for s in plan.stages}
-    if not 1 <= first or max(stages) >= num_layers:
+    if not 1 <= first or max(stages, default=0) >= num_layers:
         raise ValueError(f"pruning layers {sorted(stages)} must lie in [1, {num_layers - 1}]")
     recycle = bool(plan.hparams.get("recycle"))
     if recycle and mode == "mask":
@@ -426,12 +433,13 @@ def pruning(
             from vidcom2.methods.sparsevlm import text_raters
 
             start = text_start if text_start is not None else int(visual.nonzero().max()) + 1
-            if start >= n:
+            if start >= visual.numel():
                 raise ValueError(
                     "sparsevlm needs text tokens after the video (its raters); the prompt ends there"
                 )
             vis_idx = state.visual.nonzero().squeeze(1)
-            chosen = text_raters(embeds[0, vis_idx], embeds[0, start:]).nonzero().squeeze(1)
+            # prompt tokens only: without a cache, later forwards also carry generated tokens (never raters)
+            chosen = text_raters(embeds[0, vis_idx], embeds[0, start : visual.numel()]).nonzero().squeeze(1)
             state.raters = chosen.to(embeds.device) + start
             state.generator = torch.Generator().manual_seed(int(seed))
             state.recycled, state.next_id = {}, n
