@@ -267,3 +267,32 @@ def test_newlines_sit_in_the_configured_order(setup, order):
         expected += [True] * 13 if order == "after_frame" else []
     assert is_nl.tolist() == expected
     assert counts[0]["visual_tokens_out"] == int(sel.keep.sum())
+
+
+def test_left_padded_batch_matches_each_prompt_alone(tiny_model):
+    """A left-padded batch (rewrite_prompt re-pads it; questions of different lengths) gives, row by row, what
+    each prompt gives alone."""
+    model, processor = tiny_model("llava_video")
+    videos = [tiny.make_video(3, 112, 140, seed=3), tiny.make_video(3, 96, 128, seed=4)]
+    questions = ["Where?", "What colour is the square that moves to the left?"]
+    batch = tiny.inputs("llava_video", processor, videos, questions)
+    assert (batch["attention_mask"] == 0).any()
+    together, s_both = run(model, batch, "vidcom2", 0.3)
+    L = batch["input_ids"].shape[1]
+    for row in range(2):
+        single = tiny.inputs("llava_video", processor, videos[row], questions[row])
+        alone, s_one = run(model, single, "vidcom2", 0.3)
+        n = alone.sequences.shape[1] - single["input_ids"].shape[1]  # fewer than NEW if EOS came first
+        assert torch.equal(together.sequences[row, L : L + n], alone.sequences[0, -n:])
+        for step in range(n):
+            assert torch.allclose(together.logits[step][row], alone.logits[step][0], atol=1e-4, rtol=0)
+        assert s_both.samples[row].visual_tokens_out == s_one.samples[0].visual_tokens_out
+
+
+def test_saved_tiny_checkpoint_keeps_the_marker(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    tiny.save("llava_video", tmp_path, text_layers=2)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert type(loaded).__name__ == "LlavaOnevisionForConditionalGeneration"
+    assert family_of(loaded) == "llava_video" and loaded.config.mm_spatial_pool_stride == 2
