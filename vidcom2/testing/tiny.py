@@ -1,4 +1,6 @@
-"""Tiny random-weight video LLMs of the four supported HF classes, built offline in seconds.
+"""Tiny random-weight video LLMs of the four supported HF classes, built offline in seconds; ``llava_video`` is the
+LLaVA-OV model with LLaVA-NeXT's pooling keys in its config (182 video tokens per frame, see
+``vidcom2.adapters.llava_video``).
 
 Recipe: /work/shared/spec/hooks_transformers.md section 9 (verified against transformers 5.23.0).
 The configs keep the real image size / patch / merge / temporal-patch geometry, so a frame yields the real
