@@ -195,6 +195,17 @@ class Harnessed:
             bar.close()
         return out
 
+    def loglikelihood(self, requests):
+        raise NotImplementedError(
+            "the harness measures compression on generate_until tasks only; loglikelihood would run uncompressed"
+        )
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError(
+            "the harness measures compression on single-round generate_until tasks only; multi-round would run "
+            "uncompressed"
+        )
+
     def _doc(self, req) -> dict:
         args = req.args
         doc_id, task, split = args[-3], args[-2], args[-1]

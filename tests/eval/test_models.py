@@ -141,3 +141,13 @@ def test_benchmark_exit_on_missing_video_becomes_a_named_error():
     req = SimpleNamespace(args=("ctx", {}, lambda doc: sys.exit("video path:/x.mp4 does not exist"), 3, "mlvu_dev", "test"))
     with pytest.raises(FileNotFoundError, match=r"mlvu_dev doc 3: video path:/x.mp4 does not exist"):
         lm._check_media(req)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_request_types_that_would_bypass_compression_are_refused(family):
+    from hydra.utils import get_class
+
+    lm = object.__new__(get_class(FAMILIES[family][0]))
+    for call in (lm.loglikelihood, lm.generate_until_multi_round):
+        with pytest.raises(NotImplementedError, match="uncompressed"):
+            call([])
