@@ -16,6 +16,7 @@
   the dataset; lmms-eval's MVBench would only log it and VideoMME / MLVU ``sys.exit``);
 - refuses a request that reaches ``generate`` without video inputs (the Qwen2-VL parent logs and drops a video it
   cannot read, which would silently score a text-only answer);
+- refuses ``loglikelihood`` and multi-round requests (they would run uncompressed and unmeasured);
 - keeps its modules through lmms-eval's ``clean()`` (which deletes every ``nn.Module`` attribute, spec pitfall 2),
   so one instance serves several evaluations.
 
