@@ -126,6 +126,8 @@ def compress(
         modules["encoder_scores"] = _stage_module(stage, "encoder_scores")
     elif stage == "in_llm":
         modules["in_llm"] = _stage_module(stage, "in_llm")
+    if getattr(impl, "decode_pruning", False):  # a pre-LLM method with a decode-time stage (dycoke)
+        modules["decode"] = _stage_module("decode", "_dycoke_decode")
     session = Session(
         info=dict(
             method=impl.info.name,
@@ -263,6 +265,8 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
         out = plan.modules["in_llm"].generate(
             adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, seed=plan.seed, **options
         )
+    elif "decode" in plan.modules:
+        out = plan.modules["decode"].generate(adapter, model, timed, call, plan.method)
     else:
         out = timed(**call)
     out = _restore_prompt(out, ids, prompt["input_ids"].shape[1])

@@ -47,7 +47,7 @@ def expected_counts(name, x, r):
         return [ref.budget(r, n)] * f
     if name in ("divprune", "fastv", "pdrop", "sparsevlm"):
         return ref.budget(r, f * n)
-    if name == "dycoke_ttm":
+    if name in ("dycoke_ttm", "dycoke"):
         whole = f - len(_pruned_frames(f))
         total = ref.budget(r, f * n)
         return total if total >= whole * n and (f > 1 or r == 1.0) else None

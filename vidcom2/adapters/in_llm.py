@@ -46,6 +46,9 @@ from vidcom2.budget import check_ratio, count, keep_highest
 NAME_PREFIX = "vidcom2_in_llm_"
 # id(attention module) -> callback(module, query, key, attention_mask, kwargs). Filled only inside `pruning`.
 _ACTIVE: dict[int, Callable] = {}
+# id(attention module) -> gather(module, key, value, attention_mask) -> (key, value, attention_mask): what the backend
+# reads this call (DyCoke stage 2's per-step cache selection, vidcom2.adapters._dycoke_decode). Same lifetime.
+_GATHER: dict[int, Callable] = {}
 _DISPATCHERS: dict[str, Callable] = {}
 
 MODES = ("prune", "mask")
@@ -58,7 +61,8 @@ POSITION_MODES = ("original", "contiguous")
 
 def _dispatcher(backend: str) -> Callable:
     """The attention function registered as ``NAME_PREFIX + backend``: runs the module's callback (if a pruning
-    context registered one for this module) on the post-RoPE q/k, then the real backend."""
+    context registered one for this module) on the post-RoPE q/k, then the module's gather (if any: the keys,
+    values and mask columns the backend reads; the cache itself is untouched), then the real backend."""
     if backend in _DISPATCHERS:
         return _DISPATCHERS[backend]
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -67,6 +71,9 @@ def _dispatcher(backend: str) -> Callable:
         callback = _ACTIVE.get(id(module))
         if callback is not None:
             callback(module, query, key, attention_mask, kwargs)
+        gather = _GATHER.get(id(module))
+        if gather is not None:
+            key, value, attention_mask = gather(module, key, value, attention_mask)
         if backend == "eager":
             # eager is not in the interface; each modeling file has its own (identical) eager function
             real = sys.modules[type(module).__module__].eager_attention_forward

@@ -1,4 +1,4 @@
-"""DyCoke — temporal token merging (TTM), stage 1 of DyCoke.
+"""DyCoke — temporal token merging (TTM, stage 1) and the full DyCoke (TTM + decode-time KV pruning, stage 2).
 
 Paper: Tao et al., *DyCoke: Dynamic Compression of Tokens for Fast Video Large Language Models*, CVPR 2025,
 arXiv 2411.15024. Official code: github.com/KD-TAO/DyCoke ``llava/model/llava_arch.py::dycole_ttm``.
@@ -9,7 +9,7 @@ i+1 keeps the tokens least cosine-similar to the same position in frame i. Pass 
 never pruned ("anchors") stay whole, so TTM's real retention is far above ``1 - K`` (spec: baselines.md 1.4). Kept
 tokens of a pruned frame are emitted in ascending-similarity order, as the official ``topk(largest=False)``.
 
-Two registered names, neither is the full DyCoke (the decode-time dynamic KV pruning, stage 2, is not applied):
+Three registered names; only ``dycoke`` is the full DyCoke (TTM + the decode-time dynamic KV pruning, stage 2):
 
 - ``dycoke_ttm``: the official TTM pass structure and token order. Budget: by default *budget-matched*: the pruned
   frames share exactly ``count(r, F*N) - W*N`` tokens (W anchor frames), so the run keeps the requested ratio; a
@@ -17,6 +17,8 @@ Two registered names, neither is the full DyCoke (the decode-time dynamic KV pru
   ``int((1-K)*N)`` and the realised retention is recorded. Deviations from the official code, recorded in stats:
   odd F keeps the last (unpaired) frame whole (the official code drops it); F <= 4 skips pass 2 (the official code
   crashes on an empty ``torch.stack``).
+- ``dycoke``: TTM as ``dycoke_ttm`` plus stage 2 while decoding (``vidcom2.adapters._dycoke_decode``; defaults
+  ``L_d = 3``, ``P = 0.7``, cosine threshold 0.9, official full-cache read when stable).
 - ``dycoke_vc2``: the port in the VidCom2 repository (branch qwen, ``token_compressor/dycoke/core.py``): TTM with
   ``K = 1 - r``, kept indices sorted ascending, an unpaired last frame dropped.
 """
@@ -51,7 +53,9 @@ def _similarities(features: torch.Tensor, plan: dict[int, int]) -> tuple[torch.T
     return pruned, sims
 
 
-def _assemble(f: int, n: int, device, pruned: torch.Tensor, sims: torch.Tensor, k: torch.Tensor, whole: list[int]):
+def _assemble(
+    f: int, n: int, device, pruned: torch.Tensor, sims: torch.Tensor, k: torch.Tensor, whole: list[int]
+):
     """Keep-mask and sequence order: whole frames in position order, pruned frames' kept tokens by ascending sim."""
     keep = torch.zeros((f, n), dtype=torch.bool, device=device)
     keep[whole] = True
@@ -61,7 +65,9 @@ def _assemble(f: int, n: int, device, pruned: torch.Tensor, sims: torch.Tensor, 
         idx = order_in_frame[row, : int(k[row])]
         keep[p, idx] = True
         pieces[p] = idx
-    order = torch.cat([pieces[t] + t * n for t in sorted(pieces)]) if pieces else torch.empty(0, dtype=torch.long)
+    order = (
+        torch.cat([pieces[t] + t * n for t in sorted(pieces)]) if pieces else torch.empty(0, dtype=torch.long)
+    )
     return keep, order
 
 
@@ -80,40 +86,45 @@ class DyCokeTTM:
     merge_ratio: float | None = None
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
-        f, n = features.shape[:2]
-        plan = ttm_plan(f)
-        whole = [t for t in range(f) if t not in plan]
-        stats = {"anchor_frames": len(whole), "odd_last_frame_kept": f % 2 == 1 and f > 1, "pass2": f > 4}
-        if not plan:  # one frame: nothing to prune against; every ratio < 1 is below the floor (W/F = 1)
-            if retention_ratio < 1.0:
-                raise ValueError(
-                    f"dycoke_ttm: a single frame has no temporal redundancy to remove (TTM floor 1/1), cannot keep "
-                    f"{retention_ratio}; use more frames or another method"
-                )
-            keep = torch.ones((f, n), dtype=torch.bool, device=features.device)
-            return Selection(keep=keep, stats={**stats, "budget_mode": "matched", "retention_realised": 1.0})
-        pruned, sims = _similarities(features, plan)
-        p = len(plan)
-        if self.merge_ratio is None:
-            remaining = count(retention_ratio, f * n) - len(whole) * n
-            if remaining < 0:
-                raise ValueError(
-                    f"dycoke_ttm: retention_ratio={retention_ratio} is below the TTM floor {len(whole)}/{f} = "
-                    f"{len(whole) / f:.4f} at F={f} ({len(whole)} anchor frames are kept whole); use a larger ratio, "
-                    f"more frames, or dycoke_vc2 / merge_ratio=K for the official nominal setting"
-                )
-            base, extra = divmod(remaining, p)
-            k = torch.full((p,), base, dtype=torch.long)
-            k[:extra] += 1
-            stats["budget_mode"] = "matched"
-        else:
-            if not 0.0 <= float(self.merge_ratio) <= 1.0:
-                raise ValueError(f"dycoke_ttm: merge_ratio (K) must be in [0, 1], got {self.merge_ratio}")
-            k = torch.full((p,), int((1 - float(self.merge_ratio)) * n), dtype=torch.long)
-            stats["budget_mode"] = "official_k"
-        keep, order = _assemble(f, n, features.device, pruned, sims, k, whole)
-        stats["retention_realised"] = float(keep.sum()) / (f * n)
-        return Selection(keep=keep, order=order, stats=stats)
+        return _ttm("dycoke_ttm", self.merge_ratio, features, retention_ratio)
+
+
+def _ttm(name: str, merge_ratio: float | None, features: torch.Tensor, retention_ratio: float) -> Selection:
+    """TTM of ``dycoke_ttm`` / ``dycoke`` (``name`` for messages): budget-matched or the official K."""
+    f, n = features.shape[:2]
+    plan = ttm_plan(f)
+    whole = [t for t in range(f) if t not in plan]
+    stats = {"anchor_frames": len(whole), "odd_last_frame_kept": f % 2 == 1 and f > 1, "pass2": f > 4}
+    if not plan:  # one frame: nothing to prune against; every ratio < 1 is below the floor (W/F = 1)
+        if retention_ratio < 1.0:
+            raise ValueError(
+                f"{name}: a single frame has no temporal redundancy to remove (TTM floor 1/1), cannot keep "
+                f"{retention_ratio}; use more frames or another method"
+            )
+        keep = torch.ones((f, n), dtype=torch.bool, device=features.device)
+        return Selection(keep=keep, stats={**stats, "budget_mode": "matched", "retention_realised": 1.0})
+    pruned, sims = _similarities(features, plan)
+    p = len(plan)
+    if merge_ratio is None:
+        remaining = count(retention_ratio, f * n) - len(whole) * n
+        if remaining < 0:
+            raise ValueError(
+                f"{name}: retention_ratio={retention_ratio} is below the TTM floor {len(whole)}/{f} = "
+                f"{len(whole) / f:.4f} at F={f} ({len(whole)} anchor frames are kept whole); use a larger ratio, "
+                f"more frames, or dycoke_vc2 / merge_ratio=K for the official nominal setting"
+            )
+        base, extra = divmod(remaining, p)
+        k = torch.full((p,), base, dtype=torch.long)
+        k[:extra] += 1
+        stats["budget_mode"] = "matched"
+    else:
+        if not 0.0 <= float(merge_ratio) <= 1.0:
+            raise ValueError(f"{name}: merge_ratio (K) must be in [0, 1], got {merge_ratio}")
+        k = torch.full((p,), int((1 - float(merge_ratio)) * n), dtype=torch.long)
+        stats["budget_mode"] = "official_k"
+    keep, order = _assemble(f, n, features.device, pruned, sims, k, whole)
+    stats["retention_realised"] = float(keep.sum()) / (f * n)
+    return Selection(keep=keep, order=order, stats=stats)
 
 
 @register
@@ -141,3 +152,43 @@ class DyCokeVC2:
         if not keep.any():
             keep.view(-1)[0] = True  # the port keeps token 0 when nothing survives
         return Selection(keep=keep, stats={"retention_realised": float(keep.sum()) / (f * n)})
+
+
+@register
+@dataclass(frozen=True)
+class DyCoke:
+    """The full DyCoke: TTM (as ``dycoke_ttm``: budget-matched, or ``merge_ratio=K``) before the LLM, then stage 2
+    while decoding (``vidcom2.adapters._dycoke_decode``; baselines.md 8.2): at each decode step layer
+    ``stage2_layer - 1``'s attention row of the new token over the visual span is compared with the previous step's
+    (cosine); below ``stage2_threshold`` layers ``>= stage2_layer`` read only the top ``int(n*(1-stage2_prune))``
+    visual cache entries (plus all others) for that step; above it they read the full cache (official code) or the
+    last selection (``stage2_reuse=True``, the paper's description). ``span_off_by_one``: the official span leaves
+    out the last TTM token. Defaults: README ``dycoke_l=3, dycoke_p=0.7``. On tensors only TTM applies.
+    Stage 2 needs batch size 1 (``stage2=False`` turns it off)."""
+
+    info: ClassVar[MethodInfo] = MethodInfo(
+        name="dycoke",
+        stage="pre_llm",
+        paper=_PAPER,
+        code="github.com/KD-TAO/DyCoke llava/model/llava_arch.py::dycole_ttm, "
+        "llava/model/language_model/modeling_qwen2.py::PrunableDynamicCache",
+    )
+    merge_ratio: float | None = None
+    stage2: bool = True
+    stage2_layer: int = 3
+    stage2_prune: float = 0.7
+    stage2_threshold: float = 0.9
+    stage2_reuse: bool = False
+    span_off_by_one: bool = True
+
+    @property
+    def decode_pruning(self) -> bool:
+        """Whether ``vidcom2.compress`` attaches the decode-time stage (``vidcom2.adapters._dycoke_decode``)."""
+        return bool(self.stage2)
+
+    def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
+        if not 0.0 <= float(self.stage2_prune) < 1.0:
+            raise ValueError(f"dycoke: stage2_prune (P) must be in [0, 1), got {self.stage2_prune}")
+        sel = _ttm("dycoke", self.merge_ratio, features, retention_ratio)
+        sel.stats.update(stage2=bool(self.stage2), stage2_reuse=bool(self.stage2_reuse))
+        return sel

@@ -16,7 +16,13 @@ NEW = 5
 # dycoke_ttm keeps its anchor frames whole, so its ratio has a floor (1/2 with the Qwen tiny videos' 2 patches)
 RATIO = {"dycoke_ttm": 0.6}
 # vision-encoder methods take the same prompt-shrinking path (with encoder scores); visionzip also merges features
-METHODS = vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
+# (methods that also act while decoding, e.g. dycoke's stage 2, change more than the prompt: tested on their own in
+# tests/vidcom2/adapters/test_dycoke_decode.py)
+METHODS = [
+    m
+    for m in vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
+    if not getattr(vidcom2.get_method(m), "decode_pruning", False)
+]
 CASES = [(m, a) for m in METHODS for a in ARCHS]
 
 

@@ -20,7 +20,12 @@ FRAMES, SIDE, POOLED = 4, 27, 13
 PER_FRAME = POOLED * (POOLED + 1)  # 182
 NEW = 5
 RATIO = {"dycoke_ttm": 0.6}  # anchor frames are kept whole (as in test_compress_equivalence)
-METHODS = vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
+# (dycoke's stage 2 also acts while decoding: tested in tests/vidcom2/adapters/test_dycoke_decode.py)
+METHODS = [
+    m
+    for m in vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
+    if not getattr(vidcom2.get_method(m), "decode_pruning", False)
+]
 
 
 @pytest.fixture(scope="module")
