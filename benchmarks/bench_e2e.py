@@ -89,7 +89,7 @@ def variants(ratios):
 
 
 def hparams_for(name: str, ratio: float, frames: int) -> dict:
-    if name == "dycoke_ttm":
+    if name in ("dycoke_ttm", "dycoke"):
         return {"merge_ratio": 1 - ratio}  # budget-matched TTM has an anchor floor above 0.25 at 32 frames
     return {}
 
@@ -165,23 +165,32 @@ class _RssSampler:
         return self.peak - self.base
 
 
-def peak_memory(model, batch, name, ratio, new_tokens, frames, device, bare=False) -> tuple[float, float]:
-    """(peak, growth) bytes of one generate call. Peak: CUDA ``max_memory_allocated`` (weights included), or the
-    sampled peak RSS of the process; growth: the peak minus what was resident before the call."""
-    call = (lambda: bare_once(model, batch, new_tokens)) if bare else (
-        lambda: run_once(model, batch, name, ratio, new_tokens, frames))
-    if torch.device(device).type == "cuda":
+class _MemoryProbe:
+    """Peak memory of the enclosed call: CUDA ``max_memory_allocated`` (weights included) or the sampled process RSS;
+    ``growth`` = peak minus what was resident before the call."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.device = device
+
+    def __enter__(self):
         gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        call()
-        sync(device)
-        peak = float(torch.cuda.max_memory_allocated())
-        return peak, peak - base
-    with _RssSampler() as sampler:
-        call()
-    return float(sampler.peak), float(sampler.growth)
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.sampler = _RssSampler().__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            sync(self.device)
+            self.peak = float(torch.cuda.max_memory_allocated())
+            self.growth = self.peak - self.base
+        else:
+            self.sampler.__exit__(*exc)
+            self.peak, self.growth = float(self.sampler.peak), float(self.sampler.growth)
 
 
 def main(argv=None) -> None:
@@ -212,10 +221,22 @@ def main(argv=None) -> None:
     for name, r in [v for v in todo if v[0] in ("none", "vidcom2", "fastv")][:3]:
         run_once(model, batch, name, r, args.new_tokens, args.frames)
     samples = {v: [] for v in todo}
+    memory: dict = {}
+    failed: dict = {}
     bare_times, none_times = [], []
     for rep in range(args.repeats):
-        for v in todo:
-            samples[v].append(run_once(model, batch, *v, args.new_tokens, args.frames))
+        last = rep == args.repeats - 1
+        for v in [v for v in todo if v not in failed]:
+            try:
+                if last:  # memory is sampled in the last round only (the sampler thread must not disturb timings)
+                    with _MemoryProbe(args.device) as probe:
+                        samples[v].append(run_once(model, batch, *v, args.new_tokens, args.frames))
+                    memory[v] = (probe.peak, probe.growth)
+                else:
+                    samples[v].append(run_once(model, batch, *v, args.new_tokens, args.frames))
+            except (ValueError, NotImplementedError) as err:  # e.g. a ratio below a method's floor: reported, not hidden
+                failed[v] = f"{type(err).__name__}: {err}"
+                print(f"  {v[0]} r={v[1]}: cannot run: {failed[v]}", flush=True)
         # harness overhead: bare generate vs generate under compress(method="none"), same round, order alternating
         pair = [(lambda: bare_once(model, batch, args.new_tokens), bare_times),
                 (lambda: run_once(model, batch, "none", 1.0, args.new_tokens, args.frames), none_times)]
@@ -234,14 +255,13 @@ def main(argv=None) -> None:
     base = ("none", 1.0)
     base_prefill, base_decode = med(base, "prefill_s"), med(base, "decode_s") / args.new_tokens
     base_flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, "none", 1.0, samples[base][0]))
-    base_mem, base_growth = peak_memory(model, batch, "none", 1.0, args.new_tokens, args.frames, args.device)
+    base_mem, base_growth = memory[base]
     rows, table = [], []
-    for v in todo:
+    for v in [v for v in todo if v not in failed]:
         name, r = v
         s0 = samples[v][0]
         flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, name, r, s0))
-        mem, growth = (base_mem, base_growth) if v == base else peak_memory(
-            model, batch, name, r, args.new_tokens, args.frames, args.device)
+        mem, growth = memory[v]
         prefill_ratio = med(v, "prefill_s") / base_prefill
         flops_ratio = flops / base_flops
         row = {
@@ -301,7 +321,8 @@ def main(argv=None) -> None:
     write_json(args.out, {
         "machine": {**machine(args.device), "size": args.size, "dtype": str(dtype), "frames": args.frames,
                     "repeats": args.repeats, "new_tokens": args.new_tokens, "pid": os.getpid()},
-        "rows": rows, "none_vs_bare_overhead": none_overhead, "scaling": scaling,
+        "rows": rows, "failed": [{"method": v[0], "retention_ratio": v[1], "error": e} for v, e in failed.items()],
+        "none_vs_bare_overhead": none_overhead, "scaling": scaling,
         "targets": [{"target": c, "measured": v, "met": ok} for c, v, ok in checks],
     })
     print(f"\nwrote {args.out}")
