@@ -48,6 +48,8 @@ class DecodeState:
     previous: torch.Tensor | None = None
     last_selection: torch.Tensor | None = None
     current: torch.Tensor | None = None  # the selection of the step in flight
+    columns: torch.Tensor | None = None  # bool [kv_len] cache entries read this step (built once per step)
+    index: torch.Tensor | None = None  # long: the same as indices (prune mode)
 
 
 def span_of(visual: torch.Tensor, off_by_one: bool) -> torch.Tensor:
@@ -100,6 +102,7 @@ def decode_pruning(
         else:  # a new prompt: reset the step history
             state.phase, state.prompt_len = "prefill", embeds.shape[1] if embeds is not None else 0
             state.previous = state.last_selection = state.current = None
+            state.columns = state.index = None
             state.rows, state.similarity, state.selected = [], [], []
         return None
 
@@ -118,14 +121,21 @@ def decode_pruning(
         state.rows.append(row)
         state.similarity.append(sim)
         state.selected.append(state.current)
+        state.columns = state.index = None
+        if state.current is not None:  # once per step, shared by every layer >= L_d (same cache length)
+            cols = torch.ones(key.shape[2], dtype=torch.bool, device=key.device)
+            cols[state.span.to(key.device)] = False
+            cols[state.current] = True
+            state.columns, state.index = cols, cols.nonzero().squeeze(1)
 
     def read(module, key, value, attention_mask):
-        if state.phase != "decode" or state.current is None:
+        if state.phase != "decode" or state.columns is None:
             return key, value, attention_mask
-        kv = key.shape[2]
-        cols = torch.ones(kv, dtype=torch.bool, device=key.device)
-        cols[state.span.to(key.device)] = False
-        cols[state.current] = True
+        kv, cols = key.shape[2], state.columns
+        if cols.numel() != kv:
+            raise RuntimeError(
+                f"dycoke stage 2: layer cache holds {kv} entries, layer L_d - 1 held {cols.numel()}"
+            )
         if mode == "mask":
             allowed = cols.view(1, 1, 1, kv)
             if attention_mask is None and old_impl == "eager":  # eager adds its mask: make it additive
@@ -139,7 +149,7 @@ def decode_pruning(
                 value,
                 attention_mask[..., -kv:].masked_fill(~allowed, torch.finfo(attention_mask.dtype).min),
             )
-        idx = cols.nonzero().squeeze(1)
+        idx = state.index
         if attention_mask is not None:
             attention_mask = attention_mask[..., -kv:].index_select(-1, idx)
         return key.index_select(2, idx), value.index_select(2, idx), attention_mask
