@@ -10,7 +10,9 @@ visual span gives ``a_t``; ``s = cos(a_t, a_{t-1})`` (first step: 0). If ``s < t
 entries of every non-visual position plus the selected ones (a gather on read: the cache keeps everything). If
 ``s >= threshold`` the official code leaves the selection unset, so layers ``>= L_d`` read the **full** cache
 (``reuse=False``, default); ``reuse=True`` reads the last selection instead (the paper's description). Prefill is
-never reduced (nor is a cache-less forward: it is a prefill).
+never reduced (nor is a cache-less forward: it is a prefill). Every prompt starts afresh (first step: 0); the
+official ``DycokeConfigs`` object is never reset, so there a sample's first step is compared with the previous
+sample's last row.
 
 Implementation: the in-LLM attention dispatcher (``vidcom2.adapters.in_llm``) is switched on the text config only;
 at layer ``L_d - 1`` it computes the single decode row (``[kv_len]``, :func:`~vidcom2.adapters.in_llm.last_row`),
