@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vidcom2.adapters import _sparsevlm_llm as svl
 from vidcom2.budget import check_ratio, count, keep_highest
 
 NAME_PREFIX = "vidcom2_in_llm_"
@@ -168,9 +169,11 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
     if name == "sparsevlm":
         from vidcom2.methods import sparsevlm as sv
 
-        layers = sv.check_layers(method.layers, num_layers)
-        frac = sv.solve_fraction(r, num_visual, num_layers, layers, method.budget_mode, method.recycle)
-        counts = sv.stage_counts(frac, num_visual, len(layers), method.recycle)
+        layers, recycle = sv.check_layers(method.layers, num_layers), sv.recycles(method)
+        frac = sv.solve_fraction(
+            r, num_visual, num_layers, layers, method.budget_mode, recycle, method.version
+        )
+        counts = sv.stage_counts(frac, num_visual, len(layers), recycle, version=method.version)
         # a stage that drops nothing does not exist (no renumbering either: keep-all is the unhooked model)
         stages, entering = [], num_visual
         for loc, (k, c) in zip(layers, counts):
@@ -178,8 +181,11 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
                 stages.append(Stage(loc + 1, k, c))
             entering = k + c
         stages = tuple(stages)
-        hp = {"fraction": frac, "layers": list(layers), "recycle": bool(method.recycle)}
-        return Plan("sparsevlm", stages, "rater_rows", "contiguous", hp)
+        hp = {"fraction": frac, "layers": list(layers), "recycle": recycle, "version": method.version}
+        if method.version == 2:
+            hp["heads"] = int(method.heads)
+        mode = "contiguous" if method.version == 1 else "original"  # v2 keeps the position ids (official)
+        return Plan("sparsevlm", stages, "rater_rows", mode, hp)
     raise ValueError(
         f"no in-LLM pruning for method {name!r}; in-LLM methods here: 'fastv', 'pdrop', 'sparsevlm'"
     )
@@ -188,8 +194,11 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
 def position_mode_for(method, text_model) -> str:
     """The position rule an in-LLM method uses on this text model (for records): FastV keeps ``original``
     positions; PDrop renumbers ``contiguous`` on 1-D RoPE models and keeps ``original`` M-RoPE positions;
-    SparseVLM v1 renumbers ``contiguous`` (official: position ids truncated to the new length) everywhere."""
-    if method.info.name == "sparsevlm" or (method.info.name == "pdrop" and not _is_mrope(text_model)):
+    SparseVLM v1 renumbers ``contiguous`` (official: position ids truncated to the new length) everywhere, v2 keeps
+    the ``original`` ones (official ``USE_VERSION=2_0``)."""
+    if method.info.name == "sparsevlm":
+        return "contiguous" if method.version == 1 else "original"
+    if method.info.name == "pdrop" and not _is_mrope(text_model):
         return "contiguous"
     return "original"
 
@@ -236,52 +245,6 @@ def last_row(
         m = mask[:, None, None, -kv:].bool() if mask.dim() == 2 else mask[:, :, -1:, -kv:]
         logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.float()
     return torch.softmax(logits, dim=-1).mean(dim=1).reshape(-1)
-
-
-def rater_rows(
-    query: torch.Tensor, key: torch.Tensor, rows: torch.Tensor, scaling: float, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """SparseVLM's score row: attention probabilities of the query ``rows`` (prefill positions, ``[R]``), mean over
-    heads, then mean over the rows: ``[kv_len]`` float32. Only ``R`` rows are computed (``[Hq, R, kv_len]``),
-    each with the causal mask of its own position (``row`` sees keys ``<= row``) and the call's ``mask``
-    (4-D ``[1, 1, q, kv]`` bool/additive, its rows ``rows``; or a 2-D ``[1, kv]`` 0/1 padding mask). GQA grouped
-    as in :func:`last_row`. query ``[1, Hq, q_len, d]``, key ``[1, Hkv, kv_len, d]`` post-RoPE, q_len == kv_len.
-    """
-    b, hq, _, d = query.shape
-    hkv, kv = key.shape[1], key.shape[2]
-    r = rows.numel()
-    q = query[:, :, rows, :].float().reshape(b, hkv, hq // hkv, r, d)
-    logits = (q @ key.float().unsqueeze(2).transpose(-1, -2)) * scaling  # [1, Hkv, g, R, kv_len]
-    logits = logits.reshape(b, hq, r, kv)
-    allowed = torch.arange(kv, device=key.device).view(1, -1) <= rows.view(-1, 1)  # [R, kv]
-    logits = logits.masked_fill(~allowed, float("-inf"))
-    if mask is not None:
-        m = mask[:, None, None, -kv:].bool() if mask.dim() == 2 else mask[:, :, rows][..., -kv:]
-        logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.float()
-    return torch.softmax(logits, dim=-1).mean(dim=1).mean(dim=1).reshape(-1)
-
-
-def _with_new_tokens(mask: torch.Tensor | None, ids: torch.Tensor, prompt_len: int) -> torch.Tensor | None:
-    """Prefill mask for a sequence ``ids`` holding new tokens (ids ``>= prompt_len``, never padding): causal,
-    padding keys hidden (read from the last prompt row, which sees every non-padding key), every token sees itself.
-    4-D bool/additive as given; a 2-D padding mask (flash) gets its columns gathered."""
-    if mask is None:
-        return None
-    extra = int(ids.max()) + 1 - prompt_len
-    if mask.dim() == 2:
-        return torch.cat([mask, mask.new_ones(mask.shape[0], extra)], dim=1)[:, ids]
-    last = mask[0, 0, -1, :prompt_len]
-    valid = last if last.dtype == torch.bool else last == 0
-    valid = torch.cat([valid, valid.new_ones(extra)])[ids]
-    m = ids.numel()
-    ar = torch.arange(m, device=ids.device)
-    allowed = ((ar.view(1, -1) <= ar.view(-1, 1)) & valid.view(1, -1)) | (ar.view(1, -1) == ar.view(-1, 1))
-    allowed = allowed.view(1, 1, m, m)
-    if mask.dtype == torch.bool:
-        return allowed
-    return torch.zeros(allowed.shape, dtype=mask.dtype, device=mask.device).masked_fill(
-        ~allowed, torch.finfo(mask.dtype).min
-    )
 
 
 def _take(mask: torch.Tensor | None, rows: torch.Tensor | None, cols: torch.Tensor) -> torch.Tensor | None:
@@ -333,6 +296,7 @@ class PruneState:
     recycled: dict = field(default_factory=dict)
     generator: torch.Generator | None = None
     next_id: int = 0
+    scored_cos_sin: dict = field(default_factory=dict)  # SparseVLM v2: stage layer -> (cos, sin) of layer - 1
 
 
 def _is_mrope(text_model) -> bool:
@@ -389,6 +353,7 @@ def pruning(
     if not 1 <= first or max(stages, default=0) >= num_layers:
         raise ValueError(f"pruning layers {sorted(stages)} must lie in [1, {num_layers - 1}]")
     recycle = bool(plan.hparams.get("recycle"))
+    version = plan.hparams.get("version", 1)
     if recycle and mode == "mask":
         raise ValueError(
             "mode='mask' cannot reproduce SparseVLM's recycled (new) tokens: use recycle=False for the reference"
@@ -437,17 +402,9 @@ def pruning(
                     f"{plan.method}: stage at layer {s.layer} keeps {s.keep} > {n_vis} visual tokens"
                 )
         if plan.score == "rater_rows":
-            from vidcom2.methods.sparsevlm import text_raters
-
             start = text_start if text_start is not None else int(visual.nonzero().max()) + 1
-            if start >= visual.numel():
-                raise ValueError(
-                    "sparsevlm needs text tokens after the video (its raters); the prompt ends there"
-                )
-            vis_idx = state.visual.nonzero().squeeze(1)
             # prompt tokens only: without a cache, later forwards also carry generated tokens (never raters)
-            chosen = text_raters(embeds[0, vis_idx], embeds[0, start : visual.numel()]).nonzero().squeeze(1)
-            state.raters = chosen.to(embeds.device) + start
+            state.raters = svl.raters(embeds[0], state.visual, start, visual.numel())
             state.generator = torch.Generator().manual_seed(int(seed))
             state.recycled, state.next_id = {}, n
         return None
@@ -464,41 +421,30 @@ def pruning(
     def on_rater_attention(stage_layer):
         def callback(module, query, key, attention_mask, kwargs):
             # SparseVLM: only the raters' rows of layer `stage_layer - 1`, prefill only (O(|raters| * kv_len)).
-            if state.phase == "prefill" and query.shape[2] > 1:
-                scaling = kwargs.get("scaling") or module.scaling
-                rows = state.raters
-                if mode == "prune":
-                    rows = torch.isin(state.current, state.raters).nonzero().squeeze(1)
-                state.rows[stage_layer] = rater_rows(
-                    query, key, rows.to(query.device), scaling, attention_mask
+            if state.phase != "prefill" or query.shape[2] == 1:
+                return
+            scaling = kwargs.get("scaling") or module.scaling
+            rows, vis = state.raters, state.visual
+            if mode == "prune":
+                rows = torch.isin(state.current, state.raters).nonzero().squeeze(1)
+                vis = state.visual[state.current]
+            extra = {}
+            if version == 2:  # gravity at this layer's positions, heads with the most rater->visual mass
+                cos, sin = state.scored_cos_sin[stage_layer]
+                extra = dict(
+                    gravity_rows=svl.gravity(cos, sin, rows), visual=vis, heads=plan.hparams["heads"]
                 )
+            rows = rows.to(query.device)
+            state.rows[stage_layer] = svl.rater_rows(query, key, rows, scaling, attention_mask, **extra)
 
         return callback
 
-    def recycle_tokens(layer_idx, hidden, cur, row, vis_cur, chosen, survive):
-        # SparseVLM v1: cluster the best 30% of the dropped tokens (layer-l outputs) into new tokens inserted right
-        # after the last kept visual token. Returns (hidden, current ids) of the new sequence.
-        from vidcom2.methods.sparsevlm import cluster_and_merge, recycle_sources, recycled_count
+    def store_positions(stage_layer):
+        def hook(module, args, kwargs):  # v2's gravity needs the cos/sin this layer really uses
+            if state.phase == "prefill":
+                state.scored_cos_sin[stage_layer] = kwargs["position_embeddings"]
 
-        pruned = (vis_cur & ~chosen).nonzero().squeeze(1)
-        local = survive.nonzero().squeeze(1)
-        if pruned.numel() == 0:
-            return hidden.index_select(1, local), cur[local]
-        src = pruned[recycle_sources(row[pruned])]
-        c = stages[layer_idx].recycled
-        if c != recycled_count(pruned.numel()):
-            raise RuntimeError(
-                f"sparsevlm: planned {c} recycled tokens at layer {layer_idx}, the rule gives another"
-            )
-        centres = cluster_and_merge(hidden[0, src], c, state.generator)
-        last = int((survive & vis_cur).nonzero().max())
-        before, after = local[local <= last], local[local > last]
-        new_ids = torch.arange(state.next_id, state.next_id + c, device=cur.device)
-        state.next_id += c
-        state.visual = torch.cat([state.visual, state.visual.new_ones(c)])
-        state.recycled[layer_idx] = {"sources": cur[src], "centres": centres}
-        hidden = torch.cat([hidden[:, before], centres.unsqueeze(0), hidden[:, after]], dim=1)
-        return hidden, torch.cat([cur[before], new_ids, cur[after]])
+        return hook
 
     def recompute_row(layer_idx, hidden, cos, sin, mask) -> torch.Tensor:
         # PDrop: layer l's own input_layernorm / q_proj / k_proj (+ q_norm/k_norm) and RoPE at the current positions.
@@ -567,7 +513,8 @@ def pruning(
             local = survive.nonzero().squeeze(1)
             state.current = cur[survive]
             if recycle:
-                hidden, state.current = recycle_tokens(layer_idx, hidden, cur, row, vis_cur, chosen, survive)
+                stage = stages[layer_idx]
+                hidden, state.current = svl.recycle(state, stage, hidden, cur, row, vis_cur, chosen, survive)
                 local = None  # already applied
             state.keep[layer_idx] = state.current
             # cos/sin of the survivors, computed once per stage (the parent hands every layer the same tensors)
@@ -593,7 +540,7 @@ def pruning(
                 else:
                     kwargs["position_ids"] = kwargs["position_ids"][..., keep]
             if int(keep.max()) >= state.prompt_len:  # recycled tokens: no rows/columns in the parent's mask
-                kwargs["attention_mask"] = _with_new_tokens(
+                kwargs["attention_mask"] = svl.with_new_tokens(
                     kwargs.get("attention_mask"), keep, state.prompt_len
                 )
             else:
@@ -674,6 +621,10 @@ def pruning(
             make = on_attention if plan.score == "attention_row" else on_rater_attention
             for s in plan.stages:
                 _ACTIVE[id(layers[s.layer - 1].self_attn)] = make(s.layer)
+        if version == 2:  # after the pruning hooks: sees the cos/sin they hand the scored layer
+            for s in plan.stages:
+                hook = store_positions(s.layer)
+                handles.append(layers[s.layer - 1].register_forward_pre_hook(hook, with_kwargs=True))
         if hasattr(text_model, "_deepstack_process") and mode == "prune":
             text_model._deepstack_process = deepstack(text_model._deepstack_process)
         config._attn_implementation = name

@@ -1,4 +1,5 @@
-"""SparseVLM (v1, the official default ``USE_VERSION=1_0``) — text-guided visual-token pruning inside the LLM.
+"""SparseVLM (v1, the official default ``USE_VERSION=1_0``; v2 as an option) — text-guided visual-token pruning
+inside the LLM.
 
 Paper: Zhang et al., *SparseVLM: Visual Token Sparsification for Efficient Vision-Language Model Inference*,
 ICML 2025, arXiv 2410.04417. Official code: github.com/Gumpest/SparseVLMs
@@ -23,6 +24,11 @@ ICML 2025, arXiv 2410.04417. Official code: github.com/Gumpest/SparseVLMs
   largest value not above ``r`` (error below the floor: every layer up to the first pruning layer sees all N).
   The official counts truncate and keep ``min(k, n - 1)``; here ``count`` rounds and ``k >= n`` keeps everything.
 
+- **v2** (``version=2``, SparseVLM+, official ``USE_VERSION=2_0``): the rater probabilities are divided by a RoPE
+  "gravity" term (the post-RoPE logit of all-ones q/k at the same positions), only the ``heads`` (official 14) heads
+  with the largest rater->visual mass are averaged, nothing is recycled, position ids are kept (original), and the
+  schedule shape is ``[300, 200, 118]``.
+
 On tensors (no LLM), ``select`` returns the top ``count(a, F*N)`` tokens by ``scores`` (the final stage's budget,
 like ``pdrop``); the recycling exists only inside the LLM (``vidcom2.adapters.in_llm``).
 """
@@ -40,7 +46,9 @@ from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
 LAYERS = (2, 6, 15)
-SHAPE = (300 / 110, 200 / 110, 1.0)  # score.py sparse_token_list_192 = [300, 200, 110], relative to the last
+# score.py sparse_token_list_192, relative to the last stage: v1 [300, 200, 110], v2 [300, 200, 118]
+SHAPES = {1: (300 / 110, 200 / 110, 1.0), 2: (300 / 118, 200 / 118, 1.0)}
+VERSIONS = (1, 2)
 BUDGET_MODES = ("final", "layer_avg")
 
 
@@ -105,11 +113,18 @@ def _last_stage_keep(target: int, entering: int, recycle: bool) -> int:
 
 
 def stage_counts(
-    fraction: float, num_visual: int, stages: int, recycle: bool, keeps: list[int] | None = None
+    fraction: float,
+    num_visual: int,
+    stages: int,
+    recycle: bool,
+    keeps: list[int] | None = None,
+    version: int = 1,
 ) -> list[tuple[int, int]]:
     """``[(top-k kept, recycled centres), ...]`` per stage for the final fraction ``fraction`` of ``num_visual``,
-    or for explicit top-k counts ``keeps`` (e.g. the official ``[300, 200, 110]``; then ``fraction`` is unused)."""
-    shape = SHAPE[-stages:] if stages <= len(SHAPE) else (SHAPE[0],) * (stages - len(SHAPE)) + SHAPE
+    or for explicit top-k counts ``keeps`` (e.g. the official ``[300, 200, 110]``; then ``fraction`` is unused).
+    More or fewer than 3 stages: the shape's last ``stages`` entries, or its first entry repeated in front."""
+    base = SHAPES[version]
+    shape = base[-stages:] if stages <= len(base) else (base[0],) * (stages - len(base)) + base
     out, current = [], num_visual
     for s, factor in enumerate(shape):
         if keeps is not None:
@@ -128,12 +143,12 @@ def stage_counts(
 
 
 def layer_counts(
-    fraction: float, num_visual: int, num_layers: int, layers, recycle: bool, keeps=None
+    fraction: float, num_visual: int, num_layers: int, layers, recycle: bool, keeps=None, version: int = 1
 ) -> list[int]:
     """Visual tokens each decoder layer processes in prefill, ``[L]`` (layer ``l`` in ``layers`` still sees the
     unpruned set; the reduced set enters ``l + 1``). ``keeps``: explicit top-k counts, see :func:`stage_counts`."""
     counts, current = [], num_visual
-    per_stage = stage_counts(fraction, num_visual, len(layers), recycle, keeps)
+    per_stage = stage_counts(fraction, num_visual, len(layers), recycle, keeps, version)
     after = dict(zip([loc + 1 for loc in layers], per_stage))
     for layer in range(num_layers):
         if layer in after:
@@ -154,7 +169,13 @@ def check_layers(layers, num_layers: int) -> tuple[int, ...]:
 
 
 def solve_fraction(
-    retention_ratio: float, num_visual: int, num_layers: int, layers, budget_mode: str, recycle: bool
+    retention_ratio: float,
+    num_visual: int,
+    num_layers: int,
+    layers,
+    budget_mode: str,
+    recycle: bool,
+    version: int = 1,
 ) -> float:
     """The final-stage fraction ``a`` for ``retention_ratio`` under ``budget_mode``."""
     if budget_mode == "final":
@@ -163,7 +184,8 @@ def solve_fraction(
         raise ValueError(f"sparsevlm: budget_mode must be one of {BUDGET_MODES}, got {budget_mode!r}")
 
     def avg(a):
-        return sum(layer_counts(a, num_visual, num_layers, layers, recycle)) / (num_layers * num_visual)
+        counts = layer_counts(a, num_visual, num_layers, layers, recycle, version=version)
+        return sum(counts) / (num_layers * num_visual)
 
     lo, hi = 1e-12, 1.0
     floor = avg(lo)
@@ -180,10 +202,23 @@ def solve_fraction(
     return lo
 
 
+def recycles(method) -> bool:
+    """Whether a ``sparsevlm`` instance recycles: ``recycle`` if given, else v1 yes and v2 no (official)."""
+    if method.version not in VERSIONS:
+        raise ValueError(f"sparsevlm: version must be one of {VERSIONS}, got {method.version!r}")
+    if method.recycle is None:
+        return method.version == 1
+    if method.recycle and method.version == 2:
+        raise ValueError("sparsevlm: version 2 (SparseVLM+) does not recycle; leave recycle unset or False")
+    return bool(method.recycle)
+
+
 @register
 @dataclass(frozen=True)
 class SparseVLM:
-    """layers: ``pruning_loc`` (their outputs are pruned). recycle: v1's cluster recycling (off = drop only).
+    """layers: ``pruning_loc`` (their outputs are pruned). recycle: v1's cluster recycling (None: v1 on, v2 off;
+    False = drop only). version: 1 (official default) or 2 (SparseVLM+: gravity-corrected scores from the
+    ``heads`` heads with the largest rater->visual mass, no recycling, original positions).
     num_layers: LLM depth (the adapter passes the real one; on tensors only ``layer_avg`` needs it)."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
@@ -196,7 +231,9 @@ class SparseVLM:
     )
     layers: tuple[int, ...] = LAYERS
     budget_mode: str = "final"
-    recycle: bool = True
+    recycle: bool | None = None
+    version: int = 1
+    heads: int = 14
     num_layers: int | None = None
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
@@ -204,7 +241,8 @@ class SparseVLM:
             raise ValueError(
                 f"sparsevlm: budget_mode must be one of {BUDGET_MODES}, got {self.budget_mode!r}"
             )
-        stats = {"budget_mode": self.budget_mode, "recycle": self.recycle}
+        recycle = recycles(self)
+        stats = {"budget_mode": self.budget_mode, "recycle": recycle, "version": self.version}
         if self.num_layers is None:
             if self.budget_mode == "layer_avg":
                 raise ValueError("sparsevlm budget_mode='layer_avg' needs num_layers (the LLM depth)")
@@ -213,8 +251,10 @@ class SparseVLM:
             f, n = scores.shape
             layers = check_layers(self.layers, self.num_layers)
             fraction = solve_fraction(
-                retention_ratio, f * n, self.num_layers, layers, self.budget_mode, self.recycle
+                retention_ratio, f * n, self.num_layers, layers, self.budget_mode, recycle, self.version
             )
-            stats["layer_counts"] = layer_counts(fraction, f * n, self.num_layers, layers, self.recycle)
+            stats["layer_counts"] = layer_counts(
+                fraction, f * n, self.num_layers, layers, recycle, version=self.version
+            )
         stats["fraction"] = fraction
         return Selection(keep=keep_top_global(scores, fraction).to(features.device), stats=stats)

@@ -19,6 +19,7 @@ import torch
 import vidcom2
 from tests.vidcom2.methods.test_sparsevlm import slow_cluster_and_merge
 from vidcom2 import get_method
+from vidcom2.adapters import _sparsevlm_llm as svl
 from vidcom2.adapters import get_adapter, in_llm
 from vidcom2.methods import sparsevlm as sv
 from vidcom2.testing import tiny
@@ -236,13 +237,13 @@ def test_new_token_mask_matches_the_parent_mask_without_new_tokens():
     ar = torch.arange(n)
     parent = ((ar.view(1, -1) <= ar.view(-1, 1)) & (ar.view(1, -1) >= pad)).view(1, 1, n, n)
     ids = torch.tensor([0, 1, 2, 4, 6])
-    rebuilt = in_llm._with_new_tokens(parent, torch.cat([ids, torch.tensor([n])]), n)
+    rebuilt = svl.with_new_tokens(parent, torch.cat([ids, torch.tensor([n])]), n)
     sliced = in_llm._take(parent, ids, ids)
     valid_rows = ids >= pad
     assert torch.equal(rebuilt[0, 0, :5, :5][valid_rows], sliced[0, 0][valid_rows])
     assert bool(rebuilt[0, 0, 5, 2:].all()) and not bool(rebuilt[0, 0, 5, :2].any())  # the new token
     additive = torch.zeros(parent.shape).masked_fill(~parent, torch.finfo(torch.float32).min)
-    rebuilt_add = in_llm._with_new_tokens(additive, torch.cat([ids, torch.tensor([n])]), n)
+    rebuilt_add = svl.with_new_tokens(additive, torch.cat([ids, torch.tensor([n])]), n)
     assert torch.equal(rebuilt_add == 0, rebuilt)
 
 
@@ -295,3 +296,57 @@ def test_refusals_and_restoration_after_exception(models):
             assert layers[1]._forward_pre_hooks and in_llm._ACTIVE
             raise RuntimeError("boom")
     assert_restored(model)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# v2 (SparseVLM+): gravity-corrected scores from the heads with the most rater->visual mass, original positions
+
+
+@pytest.mark.parametrize("arch", ["llava_onevision", "qwen2_vl"])
+def test_v2_prune_equals_mask_mode(models, arch):
+    model, batch = models(arch)
+    method = get_method("sparsevlm", layers=LAYERS, version=2, heads=2)
+    pruned, state, visual, plan = run(model, batch, method)
+    masked, _, _, _ = run(model, batch, method, mode="mask")
+    assert_same_generation(pruned, masked)
+    assert state.position_mode == "original" and not state.recycled
+    assert [s.recycled for s in plan.stages] == [0, 0, 0]
+    assert state.visual_per_layer[-1] == vidcom2.budget.count(0.25, int(visual.sum()))
+    assert_restored(model)
+
+
+def test_v2_score_equals_independent_gravity_and_head_selection(models):
+    # LLaVA-OV's 1-D RoPE: all-ones q/k after RoPE at positions i, j give 2 * sum_k cos((i - j) theta_k) / sqrt(d)
+    model, batch = models("llava_onevision")
+    with torch.no_grad():
+        _, state, visual, _ = run(model, batch, get_method("sparsevlm", layers=(1, 2), version=2, heads=2))
+    embeds, attentions, _ = eager_reference(model, batch)
+    raters = reference_raters(embeds, visual, text_start(model, batch), batch["input_ids"].shape[1])
+    assert torch.equal(state.raters, raters)
+    config = model.model.language_model.config
+    d = config.hidden_size // config.num_attention_heads
+    theta = config.rope_parameters["rope_theta"] ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    pos = torch.arange(embeds.shape[0], dtype=torch.float64)
+    delta = pos[raters].view(-1, 1, 1) - pos.view(1, -1, 1)
+    grav = 2 * torch.cos(delta * theta).sum(-1) / d**0.5  # [R, L]
+    probs = attentions[1][:, raters].double()  # [H, R, L]
+    corrected = torch.where(probs == 0, probs, probs / grav)
+    mass = corrected[:, :, visual].sum(dim=(1, 2))
+    top = torch.topk(mass, 2).indices
+    want = corrected[top].mean(dim=0).mean(dim=0)
+    assert torch.allclose(state.rows[2].double(), want, atol=1e-5, rtol=1e-4)
+
+
+def test_v2_refuses_recycling(models):
+    with pytest.raises(ValueError, match="does not recycle"):
+        in_llm.plan_for(get_method("sparsevlm", version=2, recycle=True), 0.25, 28, 100, mrope=False)
+    with pytest.raises(ValueError, match="version"):
+        in_llm.plan_for(get_method("sparsevlm", version=3), 0.25, 28, 100, mrope=False)
+    plan = in_llm.plan_for(get_method("sparsevlm", version=2), 0.25, 28, 1000, mrope=False)
+    # v2 shape [300, 200, 118] scaled: 0.25 * 300/118 and 0.25 * 200/118 of N, then 0.25 of N, nothing recycled
+    assert [s.keep for s in plan.stages] == [
+        vidcom2.budget.count(0.25 * 300 / 118, 1000),
+        vidcom2.budget.count(0.25 * 200 / 118, 1000),
+        250,
+    ]
+    assert [s.layer for s in plan.stages] == [3, 7, 16] and plan.position_mode == "original"
