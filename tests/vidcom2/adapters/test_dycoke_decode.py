@@ -216,3 +216,25 @@ def test_refusals_and_restoration_after_exception(models):
     method = vidcom2.get_method("dycoke")
     with pytest.raises(ValueError, match="batch size 1"):
         dd.generate(adapter, model, model.generate, two, method)
+
+
+def test_compress_dycoke_equals_ttm_plus_mask_mode_stage2_on_the_shrunk_prompt(models):
+    # independent composition: dycoke_ttm's compressed prompt (LLaVA-OV: prefix, T TTM tokens, newline, suffix) with
+    # the mask-mode stage 2 on the span of its first T - 1 video tokens (the official off-by-one)
+    model, batch = models("llava_onevision")
+    gen = dict(max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    with vidcom2.compress(
+        model, method="dycoke", retention_ratio=0.75, stage2_threshold=2.0, stage2_layer=L_D
+    ) as s:
+        got = model.generate(**batch, **gen)
+    start = int((batch["input_ids"][0] == model.config.video_token_id).nonzero()[0])
+    kept = s.samples[0].visual_tokens_out
+    cols = torch.arange(start, start + kept - 1)
+    adapter = get_adapter(model)
+    text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
+    with dd.decode_pruning(text_model, layers, cols, layer=L_D, threshold=2.0, mode="mask") as state:
+        with vidcom2.compress(model, method="dycoke_ttm", retention_ratio=0.75):
+            want = model.generate(**batch, **gen)
+    assert len(state.selected) == NEW_TOKENS - 1 and all(sel is not None for sel in state.selected)
+    assert_same_generation(got, want)
+    assert_restored(model)
