@@ -23,7 +23,8 @@ official code does (PDrop#17): one extra k projection per stage, no second pass 
 SparseVLM: the text raters are chosen once per prefill from the input embeddings; inside the attention of each
 pruning layer only the raters' query rows are computed (``[Hq, |raters|, kv_len]``, causal per row); the layer's
 output is pruned at the next layer's pre-hook, and v1's recycled cluster centres (new tokens, ids ``>= prompt_len``
-in :class:`PruneState`) are inserted after the kept visual tokens; positions are renumbered contiguously.
+in :class:`PruneState`) are inserted after the kept visual tokens; v1 renumbers positions contiguously, v2 divides
+the rows by a RoPE gravity term, averages its top heads only and keeps original positions (``_sparsevlm_llm``).
 
 The registered names stay in transformers' interfaces after exit (stateless dispatchers); the per-call state
 lives in ``_ACTIVE`` only while a context is open.
@@ -687,7 +688,7 @@ def check_generate_kwargs(model, kwargs: dict) -> None:
         )
     if ids.shape[0] != 1:
         raise ValueError(
-            f"in-LLM pruning (fastv, pdrop, sparsevlm) supports batch size 1 only, got {ids.shape[0]} prompts: keep counts "
+            f"in-LLM pruning supports batch size 1 only, got {ids.shape[0]} prompts: keep counts "
             "would differ between rows; run one sample per generate() call"
         )
     impl = kwargs.get("cache_implementation") or getattr(

@@ -53,9 +53,12 @@ BUDGET_MODES = ("final", "layer_avg")
 
 
 def text_raters(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Bool ``[T]``: the text raters. visual ``[V, D]`` and text ``[T, D]`` LLM input embeddings (computed in float32)."""
+    """Bool ``[T]``: the text raters. visual ``[V, D]`` and text ``[T, D]`` LLM input embeddings (computed in float32).
+    When no relevance is above the mean (e.g. a single text token) every text token rates (the official code would
+    average over an empty set)."""
     m = torch.softmax(visual.float() @ text.float().T, dim=1).mean(dim=0)  # [T]
-    return m > m.mean()
+    chosen = m > m.mean()
+    return chosen if chosen.any() else torch.ones_like(chosen)
 
 
 def recycled_count(pruned: int) -> int:

@@ -137,3 +137,8 @@ def test_select_on_tensors_and_bad_hparams():
         vidcom2.select("sparsevlm", x, 0.5, scores=s, budget_mode="avg")
     with pytest.raises(ValueError, match="strictly increasing"):
         sv.check_layers((2, 6, 27), 28)
+
+
+def test_a_single_text_token_rates_alone():
+    v, t = torch.randn(6, 4), torch.randn(1, 4)
+    assert sv.text_raters(v, t).tolist() == [True]
