@@ -95,10 +95,14 @@ class Harnessed:
 
     family: the ``vidcom2`` adapter family (``qwen2_5_vl`` ...).
     frames_arg: the parent constructor's name for the frame count (``max_num_frames`` / ``max_frames_num``).
+    compress_adapter: ``None`` (the adapter of the model's class) or what ``vidcom2.compress(adapter=...)`` gets.
     """
 
     family: str = ""
     frames_arg: str = "max_num_frames"
+    # ``vidcom2.compress(adapter=...)``: None lets vidcom2 pick it from the model class (LLaVA-Video needs it named:
+    # its weights load into the LLaVA-OV class)
+    compress_adapter = None
 
     def __init__(
         self,
@@ -182,7 +186,7 @@ class Harnessed:
         try:
             with vidcom2.compress(
                 self.hf_model, method=self.method, retention_ratio=self.retention_ratio, seed=self.seed,
-                measure=True, position_mode=self.position_mode, **self.hparams,
+                measure=True, position_mode=self.position_mode, adapter=self.compress_adapter, **self.hparams,
             ) as session:
                 self.session_info = dict(getattr(session, "info", {}) or {})
                 for req in requests:  # every video first: a missing one fails the run before any generation

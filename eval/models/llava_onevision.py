@@ -52,6 +52,10 @@ class LlavaOneVisionCompressed(Harnessed, LlavaHf):
         pv = generate_kwargs.get("pixel_values_videos")
         return None if pv is None else int(pv.shape[1])
 
+    def prepare_inputs(self, inputs):
+        """Processor outputs -> ``generate`` inputs; identity here (LLaVA-Video rewrites the video token runs)."""
+        return inputs
+
     def _generate_one(self, request) -> str:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
         visuals = doc_to_visual(self.task_dict[task][split][doc_id])
@@ -59,7 +63,7 @@ class LlavaOneVisionCompressed(Harnessed, LlavaHf):
             raise ValueError(f"{task} doc {doc_id}: expected one video path, got {visuals!r}")
         video = sample_frames(visuals[0], self.frames)
         processor = self._image_processor
-        inputs = processor(videos=[video], text=build_prompt(context), return_tensors="pt")
+        inputs = self.prepare_inputs(processor(videos=[video], text=build_prompt(context), return_tensors="pt"))
         inputs = inputs.to(self._device)
         if "pixel_values_videos" in inputs:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.hf_model.dtype)
