@@ -16,17 +16,8 @@ from vidcom2.adapters._common import attention_mask, check_video_inputs, text_po
 from vidcom2.adapters.base import Encoded, VideoSlots
 
 
-class LlavaOnevisionAdapter:
-    # contiguous: kept tokens renumbered 0..L'-1 (what the official VidCom2 LLaVA-OV integration does, because it
-    # rebuilds inputs_embeds); original: the gapped positions of the uncompressed prompt.
-    position_modes = ("contiguous", "original")
-    encoder_inputs = ("pixel_values_videos",)
-
-    def __init__(self, family: str = "llava_onevision"):
-        self.family = family
-
-    def __repr__(self):
-        return f"LlavaOnevisionAdapter({self.family!r})"
+class LlavaModules:
+    """Module handles shared by every adapter over ``LlavaOnevisionForConditionalGeneration`` weights."""
 
     def text_model(self, model: nn.Module) -> nn.Module:
         return model.model.language_model
@@ -45,6 +36,19 @@ class LlavaOnevisionAdapter:
     def video_token_id(self, model: nn.Module) -> int:
         cfg = model.config
         return int(getattr(cfg, "video_token_id", None) or cfg.video_token_index)
+
+
+class LlavaOnevisionAdapter(LlavaModules):
+    # contiguous: kept tokens renumbered 0..L'-1 (what the official VidCom2 LLaVA-OV integration does, because it
+    # rebuilds inputs_embeds); original: the gapped positions of the uncompressed prompt.
+    position_modes = ("contiguous", "original")
+    encoder_inputs = ("pixel_values_videos",)
+
+    def __init__(self, family: str = "llava_onevision"):
+        self.family = family
+
+    def __repr__(self):
+        return f"LlavaOnevisionAdapter({self.family!r})"
 
     def frame_grid(self, model: nn.Module) -> tuple[int, int]:
         """(h, w) of the pooled token grid of one frame: ``ceil(image_size / patch / 2)`` squared (14 x 14)."""

@@ -35,6 +35,7 @@ from torch import nn
 
 from vidcom2.adapters._common import attention_mask, check_video_inputs, text_positions
 from vidcom2.adapters.base import Encoded, GridLayout, VideoSlots
+from vidcom2.adapters.llava_onevision import LlavaModules
 
 NEWLINE_ORDERS = ("after_frame", "row")
 
@@ -138,7 +139,7 @@ def rewrite_prompt(inputs: dict, *, video_token_id: int, pad_token_id: int = 0, 
     return type(inputs)({**inputs, "input_ids": new_ids, "attention_mask": new_am})  # dict or BatchFeature
 
 
-class LlavaVideoAdapter:
+class LlavaVideoAdapter(LlavaModules):
     encoder_inputs = ("pixel_values_videos",)
 
     def __init__(self, family: str = "llava_video", newline_order: str = "after_frame"):
@@ -151,24 +152,6 @@ class LlavaVideoAdapter:
 
     def __repr__(self):
         return f"LlavaVideoAdapter({self.family!r}, newline_order={self.newline_order!r})"
-
-    # -- module handles: the LLaVA-OV modules --------------------------------------------------------------------
-    def text_model(self, model: nn.Module) -> nn.Module:
-        return model.model.language_model
-
-    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
-        return model.model.language_model.layers
-
-    def vision_tower(self, model: nn.Module) -> nn.Module:
-        return model.model.vision_tower
-
-    def vision_blocks(self, model: nn.Module) -> nn.ModuleList:
-        tower = model.model.vision_tower
-        return getattr(tower, "vision_model", tower).encoder.layers
-
-    def video_token_id(self, model: nn.Module) -> int:
-        cfg = model.config
-        return int(getattr(cfg, "video_token_id", None) or cfg.video_token_index)
 
     def layout(self, model: nn.Module) -> GridLayout:
         _, n = grid(model.config)
