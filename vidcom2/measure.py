@@ -28,6 +28,8 @@ class SampleStats:
         those of the whole batch (shared by its rows).
     new_tokens: generated tokens up to and including the first end-of-sequence token.
     prompt_tokens_in / out: prompt length (without padding) before / after compression.
+    visual_tokens_per_layer: visual tokens each decoder layer processed in prefill (in-LLM methods; ``None`` for
+        pre-LLM methods, where every layer sees ``visual_tokens_out``).
     """
 
     visual_tokens_in: int
@@ -40,6 +42,7 @@ class SampleStats:
     new_tokens: int = 0
     prompt_tokens_in: int = 0
     prompt_tokens_out: int = 0
+    visual_tokens_per_layer: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -748,4 +748,5 @@ def _record(recorder, state: PruneState, num_visual: int) -> None:
     recorder.note(
         visual_tokens_out=int(per_layer[-1]),
         visual_tokens_layer_avg=float(sum(per_layer)) / len(per_layer),
+        visual_tokens_per_layer=[tuple(int(n) for n in per_layer)],  # one row: in-LLM pruning is batch size 1
     )

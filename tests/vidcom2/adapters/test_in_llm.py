@@ -286,6 +286,7 @@ def test_generate_entry_point_notes_counts_on_the_recorder(models):
     assert rec.fields == {
         "visual_tokens_out": count(0.5, n),
         "visual_tokens_layer_avg": (2 * n + 2 * 392) / 4,
+        "visual_tokens_per_layer": [(n, n, 392, 392)],  # K=2 of 4 layers; one row
     }
     assert_restored(model)
 
@@ -321,6 +322,7 @@ def test_through_compress_equals_direct_pruning(models, name):
     assert sample.visual_tokens_in == int(visual.sum())
     assert sample.visual_tokens_out == state.visual_per_layer[-1]
     assert sample.visual_tokens_layer_avg == sum(state.visual_per_layer) / 4
+    assert sample.visual_tokens_per_layer == tuple(state.visual_per_layer)
     assert_restored(model)
 
 
