@@ -29,8 +29,6 @@ import torch
 import vidcom2
 from benchmarks.common import machine, markdown_table, sync, write_json
 from eval.measure import LLMShape, layer_prefill_flops
-from vidcom2.budget import count
-from vidcom2.methods import pdrop as pdrop_math
 
 SIZES = {
     # Qwen2-0.5B (LLaVA-OV-0.5B's LLM) and Qwen2-7B (LLaVA-OV-7B's LLM); vision: tiny / SigLIP-so400m
@@ -104,26 +102,13 @@ def bare_once(model, batch, new_tokens):
     model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
 
 
-def layer_lengths(shape: LLMShape, name: str, ratio: float, stats) -> list[int]:
-    """Tokens processed by each decoder layer in prefill."""
-    text = stats.prompt_tokens_in - stats.visual_tokens_in
-    n_in, n_out = stats.visual_tokens_in, stats.visual_tokens_out
-    info = vidcom2.get_method(name).info
-    if info.stage != "in_llm":
-        return [stats.prompt_tokens_out] * shape.layers
-    if name == "fastv":
-        k = vidcom2.get_method(name).prune_layer
-        return [text + n_in] * k + [text + n_out] * (shape.layers - k)
-    if name == "pdrop":
-        sched = pdrop_math.schedule(ratio, shape.layers)
-        lengths, cur = [], text + n_in
-        bounds = dict(sched)
-        for layer in range(shape.layers):
-            if layer in bounds:
-                cur = text + count(bounds[layer], n_in)
-            lengths.append(cur)
-        return lengths
-    raise ValueError(f"no layer schedule for in-LLM method {name!r}")
+def layer_lengths(shape: LLMShape, stats) -> list[int]:
+    """Tokens processed by each decoder layer in prefill: the exact per-layer counts in-LLM pruning records, else
+    the compressed prompt length in every layer."""
+    if stats.visual_tokens_per_layer:
+        text = stats.prompt_tokens_in - stats.visual_tokens_in
+        return [text + n for n in stats.visual_tokens_per_layer]
+    return [stats.prompt_tokens_out] * shape.layers
 
 
 class _RssSampler:
@@ -254,13 +239,13 @@ def main(argv=None) -> None:
 
     base = ("none", 1.0)
     base_prefill, base_decode = med(base, "prefill_s"), med(base, "decode_s") / args.new_tokens
-    base_flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, "none", 1.0, samples[base][0]))
+    base_flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, samples[base][0]))
     base_mem, base_growth = memory[base]
     rows, table = [], []
     for v in [v for v in todo if v not in failed]:
         name, r = v
         s0 = samples[v][0]
-        flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, name, r, s0))
+        flops = sum(layer_prefill_flops(shape, n) for n in layer_lengths(shape, s0))
         mem, growth = memory[v]
         prefill_ratio = med(v, "prefill_s") / base_prefill
         flops_ratio = flops / base_flops
