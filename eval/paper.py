@@ -188,6 +188,7 @@ class Preset:
     requires_gpu: bool
     paper_table: str | None
     extra: tuple[str, ...] = ()
+    pretrained: str | None = None  # the model's checkpoint (resolved), for the pre-load checks of row_status
 
 
 def preset_names(kind: str) -> list[str]:
@@ -246,11 +247,17 @@ def load_preset(kind: str, name: str, overrides: tuple[str, ...] = ()) -> Preset
         requires_gpu=bool(table.get("requires_gpu", not cfg.model.random_weights)),
         paper_table=table.get("paper_table"),
         extra=tuple(overrides),
+        pretrained=str(cfg.model.pretrained),
     )
 
 
-def row_status(method: str, family: str) -> str:
-    """"ok", "not implemented" (not registered), "no conf/method/<name>.yaml" or "not supported by <family>"."""
+def row_status(method: str, family: str, pretrained: str | None = None, ratios: tuple[float, ...] = ()) -> str:
+    """"ok", "not implemented" (not registered), "no conf/method/<name>.yaml" or "not supported by <family>".
+
+    With ``pretrained`` and ``ratios``, also the checks ``eval.run`` makes before loading (``eval.validate``), with
+    the method's own conf/method defaults: e.g. in-LLM pruning layers beyond a tiny checkpoint's depth give "not
+    supported by the 4-layer LLM with conf/method/<name>.yaml" instead of a failed run.
+    """
     if method not in implemented_methods():
         return "not implemented"
     if not (CONF_DIR / "method" / f"{method}.yaml").is_file():
@@ -265,6 +272,19 @@ def row_status(method: str, family: str) -> str:
             check(family, method)
         except (ValueError, NotImplementedError, KeyError):
             return f"not supported by {family}"
+    if pretrained is not None:
+        import yaml
+
+        from eval import validate
+
+        try:
+            hparams = validate.method_hparams(yaml.safe_load((CONF_DIR / "method" / f"{method}.yaml").read_text()), None)
+            for ratio in ratios:
+                validate.check_compatible(family, method, None, hparams, ratio, pretrained)
+        except validate.ConfigError:
+            depth = validate.llm_depth(pretrained)
+            model = f"the {depth}-layer LLM" if depth else pretrained
+            return f"not supported by {model} with conf/method/{method}.yaml"
     return "ok"
 
 
@@ -279,7 +299,7 @@ def sweep_commands(preset: Preset, python: str = "python") -> tuple[list[list[st
         ratios.setdefault(method, []).append(ratio)
     commands, skipped = [], []
     for method, rs in ratios.items():
-        status = row_status(method, preset.family)
+        status = row_status(method, preset.family, preset.pretrained, tuple(rs))
         if status != "ok":
             skipped.append(f"{method} at {', '.join(f'{r:g}' for r in rs)}: {status} (kept as a row in the tables)")
             continue

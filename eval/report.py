@@ -580,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     if preset is not None:
         # a row with a record ran; one without says why it cannot run, if it cannot
         have = {(r["method"], round(float(r["retention_ratio"]), 4)) for r in records}
-        rows = [Row(m, r, "ok" if (m, r) in have else paper.row_status(m, preset.family)) for m, r in preset.rows]
+        rows = [Row(m, r, "ok" if (m, r) in have else paper.row_status(m, preset.family, preset.pretrained, (r,)))
+                for m, r in preset.rows]
     out = args.out or Path("results/tables") / name
     text = build(
         records, out, None if args.no_plots else (args.plots or Path("results/plots") / name), rows,
