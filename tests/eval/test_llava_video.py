@@ -64,6 +64,8 @@ def runs(cache, tmp_path_factory):
         "vidcom2": run(cache, out, "method=vidcom2", "retention_ratio=0.25", "budget=uniform"),
         "none": run(cache, out, "method=none"),
         "llava_ov": run(cache, out, "method=none", model="tiny_llava_ov"),
+        # SparseVLM's official layers 2/6/15 do not fit the 4-layer tiny LLM; 0/1/2 give a 4-level schedule
+        "sparsevlm": run(cache, out, "method=sparsevlm", "method.layers=[0,1,2]", "retention_ratio=0.25"),
     }
 
 
@@ -122,3 +124,31 @@ def test_missing_converted_checkpoint_is_named_before_loading(tmp_path):
     with pytest.raises(ConfigError, match=r"LLaVA-Video-7B-Qwen2-hf does not exist.*model.pretrained"):
         runner.run(cfg)
     assert not runner._LOADED
+
+
+@pytest.mark.slow
+def test_in_llm_flops_use_the_exact_per_layer_counts(runs, cache):
+    from eval.measure import LLMShape, layer_prefill_flops, seq_lengths_per_layer
+
+    rec, rows = runs["sparsevlm"]["record"], runs["sparsevlm"]["rows"]
+    text = json.loads((cache / "tiny_models" / "llava_video" / "config.json").read_text())["text_config"]
+    layers, d, m = text["num_hidden_layers"], text["hidden_size"], text["intermediate_size"]
+    head = d // text["num_attention_heads"]
+    q, kv = text["num_attention_heads"] * head, text["num_key_value_heads"] * head
+    for row in rows:
+        per_layer = row["visual_tokens_per_layer"]
+        assert len(per_layer) == layers and per_layer[0] == row["visual_tokens_in"] == FRAMES * SCORED
+        assert per_layer[-1] == row["visual_tokens_out"] and sum(per_layer) / layers == row["visual_tokens_layer_avg"]
+        assert len(set(per_layer)) == layers  # pruned after each of layers 0, 1, 2
+    # prefill FLOPs by hand (FastV convention, one MAC = one FLOP, decoder layers only) at each layer's real length:
+    # the text and the 13 newlines per frame stay, the scored video tokens are the layer's count
+    measured = rows[rec["efficiency"]["warmup_samples"]:]
+    lengths = [[r["prompt_tokens_in"] - r["visual_tokens_in"] + v for v in r["visual_tokens_per_layer"]] for r in measured]
+    by_hand = [sum(2 * n * d * q + 2 * n * d * kv + 2 * n * n * q + 3 * n * d * m for n in ls) for ls in lengths]
+    assert rec["efficiency"]["flops"]["prefill"] == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-12)
+    # what the layer average alone would give (a two-level schedule) is different here: the exact counts were used
+    shape = LLMShape(layers, d, m, q, kv)
+    r = measured[0]
+    two_level = sum(layer_prefill_flops(shape, n) for n in seq_lengths_per_layer(
+        shape, r["prompt_tokens_in"], r["visual_tokens_in"], r["visual_tokens_out"], r["visual_tokens_layer_avg"]))
+    assert two_level != by_hand[0]

@@ -9,6 +9,7 @@ from eval.tasks import tiny_data
 
 FAMILIES = {
     "llava_onevision": ("eval.models.llava_onevision.LlavaOneVisionCompressed", {"dtype": "float32"}),
+    "llava_video": ("eval.models.llava_video.LlavaVideoCompressed", {"dtype": "float32"}),
     "qwen2_vl": ("eval.models.qwen2_vl.Qwen2VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
     "qwen2_5_vl": ("eval.models.qwen2_5_vl.Qwen2_5_VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
     "qwen3_vl": ("eval.models.qwen3_vl.Qwen3VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
@@ -53,7 +54,7 @@ def test_wrapper_compresses_measures_and_survives_clean(family, checkpoints):
         for key in ("vision_encoder_s", "compression_s", "prefill_s", "decode_s", "preprocess_s", "generate_s"):
             assert row[key] is not None and row[key] >= 0, key
         # uniform budgets: each frame (Qwen: temporal patch) keeps count(0.25, N) of its N tokens
-        frames = row["frames_fed"] // (1 if family == "llava_onevision" else 2)
+        frames = row["frames_fed"] // (1 if family.startswith("llava") else 2)
         n = row["visual_tokens_in"] // frames
         assert row["visual_tokens_out"] == frames * count(0.25, n)
     # lmms-eval's clean() ran: the modules are still there, the model is the same object, compress left nothing
