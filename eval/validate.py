@@ -119,7 +119,8 @@ def check_pretrained(pretrained: str, random_weights: bool) -> None:
     """A local checkpoint folder must exist (tiny models are built, never downloaded)."""
     looks_local = random_weights or pretrained.startswith((".", "/", "~"))  # else a hub id such as Qwen/Qwen2-VL-7B
     if looks_local and not Path(pretrained).expanduser().is_dir():
-        hint = "build the tiny models with `python scripts/make_tiny_models.py`" if random_weights else "check model.pretrained"
+        hint = ("build the tiny models with `python scripts/make_tiny_models.py`" if random_weights else
+                "check model.pretrained (the comment of the model's conf/model/*.yaml says where its checkpoint comes from)")
         raise ConfigError(f"model checkpoint folder {pretrained} does not exist: {hint}")
 
 

@@ -121,7 +121,7 @@ def test_missing_converted_checkpoint_is_named_before_loading(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("eval", overrides=["model=llava_video_7b", "benchmark=tiny_mvbench", "method=vidcom2",
                                          f"cache_dir={tmp_path}", f"results_dir={tmp_path}/runs"])
-    with pytest.raises(ConfigError, match=r"LLaVA-Video-7B-Qwen2-hf does not exist.*model.pretrained"):
+    with pytest.raises(ConfigError, match=r"LLaVA-Video-7B-Qwen2-hf does not exist.*model.pretrained.*conf/model"):
         runner.run(cfg)
     assert not runner._LOADED
 
