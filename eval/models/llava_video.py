@@ -18,7 +18,7 @@ exactly like :mod:`eval.models.llava_onevision`. What differs is the video path,
   adapter=<llava_video adapter>)``: the HF class is LLaVA-OV's, so the adapter is named instead of inferred (a
   converted checkpoint need not carry LLaVA-NeXT's config keys);
 - ``newline_order``: where each frame's 13 newlines go after compression, ``"after_frame"`` (default: the official
-  VidCom2 ``_map_grid_vid`` order) or ``"row"``; recorded in the record's ``env.extra.adapter``.
+  VidCom2 ``_map_grid_vid`` order) or ``"row"``; recorded in the record as ``env.adapter.newline_order``.
 
 Greedy decoding, ``until`` cutting, errors propagating and the measurements are the LLaVA-OV wrapper's.
 """
