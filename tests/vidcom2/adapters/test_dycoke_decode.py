@@ -18,35 +18,18 @@ import pytest
 import torch
 
 import vidcom2
+from tests.vidcom2.adapters._tiny import model_batches
 from vidcom2.adapters import _dycoke_decode as dd
 from vidcom2.adapters import get_adapter, in_llm
-from vidcom2.testing import tiny
 
 NEW_TOKENS = 8
 L_D = 2  # rows from layer 1, reads of layers 2 and 3 pruned (4-layer tiny LLM)
 P = 0.7
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def models():
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            model, proc = tiny.build(arch, text_layers=4)
-            batch = dict(tiny.inputs(arch, proc, tiny.make_video(4, 112, 140, seed=2), "What is shown?"))
-            cache[arch] = (model, batch)
-        return cache[arch]
-
-    return get
+    return model_batches(seed=2, question='What is shown?', text_layers=4)
 
 
 def span(model, batch, off_by_one=True):

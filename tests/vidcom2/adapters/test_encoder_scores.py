@@ -12,32 +12,15 @@ import torch
 import torch.nn.functional as F
 
 import vidcom2
+from tests.vidcom2.adapters._tiny import model_batches
 from vidcom2.adapters import encoder_scores, get_adapter
-from vidcom2.testing import tiny
 
 QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def models():
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            model, proc = tiny.build(arch, text_layers=1)
-            batch = dict(tiny.inputs(arch, proc, tiny.make_video(4, 112, 140, seed=2), "What?"))
-            cache[arch] = (model, batch)
-        return cache[arch]
-
-    return get
+    return model_batches(seed=2, question='What?', text_layers=1)
 
 
 def encode(model, batch):

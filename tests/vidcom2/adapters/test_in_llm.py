@@ -9,38 +9,20 @@ import pytest
 import torch
 
 import vidcom2
+from tests.vidcom2.adapters._tiny import model_batches
 from vidcom2 import get_method
 from vidcom2.adapters import get_adapter, in_llm
 from vidcom2.budget import count
 from vidcom2.measure import Recorder
-from vidcom2.testing import tiny
 
 NEW_TOKENS = 6
 PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
 ARCHS = ("llava_onevision", "qwen2_vl", "qwen3_vl")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def models():
-    cache = {}
-
-    def get(arch, text_layers=4):
-        key = (arch, text_layers)
-        if key not in cache:
-            model, proc = tiny.build(arch, text_layers=text_layers)
-            batch = dict(tiny.inputs(arch, proc, tiny.make_video(4, 112, 140, seed=1), "What moves?"))
-            cache[key] = (model, batch)
-        return cache[key]
-
-    return get
+    return model_batches(seed=1, question='What moves?', text_layers=4)
 
 
 def run(model, batch, method, ratio, mode="prune", **options):

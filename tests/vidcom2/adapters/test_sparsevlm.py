@@ -17,37 +17,20 @@ import pytest
 import torch
 
 import vidcom2
+from tests.vidcom2.adapters._tiny import model_batches
 from tests.vidcom2.methods.test_sparsevlm import slow_cluster_and_merge
 from vidcom2 import get_method
 from vidcom2.adapters import _sparsevlm_llm as svl
 from vidcom2.adapters import get_adapter, in_llm
 from vidcom2.methods import sparsevlm as sv
-from vidcom2.testing import tiny
 
 NEW_TOKENS = 5
 LAYERS = (0, 1, 2)  # pruning_loc on a 4-layer tiny LLM: outputs of layers 0, 1, 2 are pruned
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def models():
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            model, proc = tiny.build(arch, text_layers=4)
-            batch = dict(tiny.inputs(arch, proc, tiny.make_video(4, 112, 140, seed=1), "What moves here?"))
-            cache[arch] = (model, batch)
-        return cache[arch]
-
-    return get
+    return model_batches(seed=1, question='What moves here?', text_layers=4)
 
 
 def text_start(model, batch):
