@@ -2,7 +2,7 @@
 
 Paper: Tao et al., *DyCoke*, CVPR 2025, arXiv 2411.15024. Official code: github.com/KD-TAO/DyCoke
 ``llava/model/language_model/modeling_qwen2.py`` (``PrunableDynamicCache.dycoke_pruning`` / ``update_cache``).
-Spec: /work/shared/spec/baselines.md 8.2.
+Spec: shared/spec/baselines.md 8.2.
 
 At every decode step (one query), layer ``L_d - 1``'s attention row of the current token (mean over heads) over the
 visual span gives ``a_t``; ``s = cos(a_t, a_{t-1})`` (first step: 0). If ``s < threshold`` the top

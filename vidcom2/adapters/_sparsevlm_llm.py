@@ -4,7 +4,7 @@ mask of a sequence that holds recycled (new) tokens.
 
 Official code: github.com/Gumpest/SparseVLMs ``llava/model/language_model/modelling_sparse_llama.py`` and
 ``score.py`` (``attn_postprocess_topk``, ``select_attn_head_by_sum``). The model-agnostic math (schedule, raters,
-clustering) lives in ``vidcom2.methods.sparsevlm``. Spec: /work/shared/spec/baselines.md 6.
+clustering) lives in ``vidcom2.methods.sparsevlm``. Spec: shared/spec/baselines.md 6.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The adapter interface: what the model-agnostic code (compress, in-LLM pruning, encoder scoring) may ask of a
 model family. Adapters are the only code that knows module paths, token ids, layouts and position ids.
 
-Spec: /work/shared/spec/hooks_transformers.md section 3 (transformers 5.23). One file per family implements
+Spec: shared/spec/hooks_transformers.md section 3 (transformers 5.23). One file per family implements
 :class:`Adapter` (a Protocol, no base class): ``llava_onevision.py``, ``qwen_vl.py``. ``grid_layout`` describes the
 LLaVA-Video token grid (13 x 13 tokens + a newline per row) for methods and for a future LLaVA-Video adapter.
 

@@ -1,6 +1,6 @@
 """Hook (c): "attention received" scores and key metrics from the vision encoder (VisionZip and relatives).
 
-Recipe: /work/shared/spec/hooks_transformers.md section 6, option B (works under every attention backend,
+Recipe: shared/spec/hooks_transformers.md section 6, option B (works under every attention backend,
 FlashAttention included): a forward pre-hook on the attention module of the encoder layer that feeds the projector
 captures its input, recomputes q/k with the module's own projections (+ the vision rotary embedding on Qwen), and
 scores one frame (one attention chunk) at a time in query blocks, so at most ``[heads, block, n]`` probabilities

@@ -1,7 +1,7 @@
 """Hook (b): in-LLM visual-token pruning during prefill (FastV, PDrop, SparseVLM) with scoped hooks, no eager
 attention.
 
-Recipe: /work/shared/spec/hooks_transformers.md section 5 (transformers 5.23). The text model computes cos/sin and
+Recipe: shared/spec/hooks_transformers.md section 5 (transformers 5.23). The text model computes cos/sin and
 the causal mask once and hands them to every decoder layer, so pruning needs only:
 
 - a registered attention function (``AttentionInterface`` + ``AttentionMaskInterface`` under a new name, e.g.

@@ -2,7 +2,7 @@
 LLaVA-OV model with LLaVA-NeXT's pooling keys in its config (182 video tokens per frame, see
 ``vidcom2.adapters.llava_video``).
 
-Recipe: /work/shared/spec/hooks_transformers.md section 9 (verified against transformers 5.23.0).
+Recipe: shared/spec/hooks_transformers.md section 9 (verified against transformers 5.23.0).
 The configs keep the real image size / patch / merge / temporal-patch geometry, so a frame yields the real
 number of visual tokens (LLaVA-OV 196 per frame + 1 newline per video; Qwen2/2.5-VL (H/28)*(W/28) per temporal
 patch; Qwen3-VL (H/32)*(W/32)); widths and depths are shrunk. The tokenizer is a byte-level BPE with no merges

@@ -7,7 +7,7 @@
 - each step's row equals transformers' eager attention of layer ``L_d - 1`` in a teacher-forced full forward
   (rows of layers < L_d never see the pruning), and the selection is its top ``int(n (1 - P))`` visual columns;
 - ``dycoke`` through ``vidcom2.compress``: TTM as ``dycoke_ttm``, stage 2 on top, everything restored.
-Spec: /work/shared/spec/baselines.md 8.2; hooks_transformers.md 5.1.
+Spec: shared/spec/baselines.md 8.2; hooks_transformers.md 5.1.
 """
 
 from __future__ import annotations

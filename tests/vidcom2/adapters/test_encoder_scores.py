@@ -1,7 +1,7 @@
 """Vision-encoder scores (hook (c), VisionZip): blockwise "attention received" and key metrics against independent
 dense computations on tiny encoders (transformers' eager attention weights for SigLIP; a dense softmax from the
 captured q/k for the Qwen towers, un-windowed at token level for Qwen2.5-VL), and clean restoration.
-Spec: /work/shared/spec/hooks_transformers.md section 6; baselines.md 7.3."""
+Spec: shared/spec/hooks_transformers.md section 6; baselines.md 7.3."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """In-LLM pruning (FastV, PDrop) on tiny random models: prune mode (real slicing + KV cache) against the mask-mode
 reference (full sequence, dropped columns hidden from the pruning layer on), keep-all against the unhooked model,
 the recorded attention rows against transformers' eager attention, caches, schedules and clean restoration.
-Spec: /work/shared/spec/hooks_transformers.md sections 5 and 7; baselines.md 1, 4, 5."""
+Spec: shared/spec/hooks_transformers.md sections 5 and 7; baselines.md 1, 4, 5."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
   prefill of the longer sequence; the pruning and recycling of the prompt are causal, so both must agree), which
   checks the decode positions and masks around the new tokens;
 - layer counts of the schedule, keep-all, compress, restoration after exceptions.
-Spec: /work/shared/spec/baselines.md 1.3 and 6; hooks_transformers.md 5 and 7.
+Spec: shared/spec/baselines.md 1.3 and 6; hooks_transformers.md 5 and 7.
 """
 
 from __future__ import annotations
