@@ -28,7 +28,7 @@ test-gpu: install ## run only the GPU tests (needs CUDA)
 	$(OFFLINE) $(PY) -m pytest -m gpu $(PYTEST_ARGS)
 
 lint: install ## ruff check
-	$(VENV)/bin/ruff check vidcom2 eval tests scripts
+	$(VENV)/bin/ruff check vidcom2 eval tests scripts benchmarks
 
 bench: install ## latency / memory / FLOPs of every method vs vanilla on a Qwen2-0.5B-size LLM (BENCH_ARGS="--size 7b" on GPU)
 	$(PY) -m benchmarks.bench_e2e $(BENCH_ARGS)
