@@ -91,3 +91,29 @@ def test_llava_contiguous_and_vidcom2_uniform_budget(tiny_model, arch):
     )
     assert (torch.stack(out.logits, 1) - ref).abs().max().item() <= 1e-5
     assert session.samples[0].visual_tokens_out == int(sels[0].keep.sum())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sampling_with_cache_equals_masked_reference(tiny_model, arch):
+    """Sampling (not only greedy) runs through the compressed prompt and KV cache: the logits of every sampled step
+    equal the masked teacher-forced reference on the sampled tokens, and a seed reproduces the sample."""
+    model, processor = tiny_model(arch)
+    batch = _inputs(arch, processor)
+    kw = {"text_rule": "hf5"} if arch.startswith("qwen2") else {}
+    suppress = [model.config.video_token_id, model.config.image_token_id]
+
+    def sample(seed):
+        torch.manual_seed(seed)
+        with vidcom2.compress(model, "vidcom2", 0.25, **kw) as session:
+            out = model.generate(**batch, max_new_tokens=NEW, do_sample=True, temperature=1.5, top_k=0, top_p=1.0,
+                                 output_logits=True, return_dict_in_generate=True, suppress_tokens=suppress)
+        return out, session
+
+    out, session = sample(3)
+    again, _ = sample(3)
+    assert torch.equal(out.sequences, again.sequences)
+    L = batch["input_ids"].shape[1]
+    generated = out.sequences[:, L:]
+    ref, _ = masked_teacher_forced(model, batch, arch, generated, "vidcom2", 0.25,
+                                   position_mode=session.info["position_mode"])
+    assert (torch.stack(out.logits, dim=1) - ref).abs().max().item() <= 1e-5
