@@ -3,7 +3,7 @@
 One process builds a random-weight LLaVA-OneVision-architecture model whose LLM has Qwen2-0.5B dimensions (``--size
 0.5b``, CPU default) or Qwen2-7B dimensions with a SigLIP-so400m tower (``--size 7b``, for GPU users), feeds it
 ``--frames`` x 196 visual tokens plus a short prompt, and measures, interleaving the variants and taking medians of
-``--repeats`` rounds after a warm-up:
+``--repeats`` rounds (each in a new shuffled order) after a warm-up:
 
 - prefill latency and decode latency per token (device-synchronised timers of ``vidcom2.compress(measure=True)``),
 - selection overhead (the compression step) as a share of vanilla prefill,
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import random
 import statistics
 
 import torch
@@ -211,7 +212,9 @@ def main(argv=None) -> None:
     bare_times, none_times = [], []
     for rep in range(args.repeats):
         last = rep == args.repeats - 1
-        for v in [v for v in todo if v not in failed]:
+        order = [v for v in todo if v not in failed]
+        random.Random(rep).shuffle(order)  # a new order every round: no variant always runs right after vanilla
+        for v in order:
             try:
                 if last:  # memory is sampled in the last round only (the sampler thread must not disturb timings)
                     with _MemoryProbe(args.device) as probe:
