@@ -17,7 +17,7 @@ from vidcom2.measure import Recorder
 
 NEW_TOKENS = 6
 PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
-ARCHS = ("llava_onevision", "qwen2_vl", "qwen3_vl")
+ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 @pytest.fixture(scope="module")
