@@ -70,8 +70,8 @@ demo: install ## offline demo: tiny models + tiny benchmarks, vanilla and every 
 	$(DEMO_RUN) method=dycoke_ttm method.merge_ratio=0.75
 	$(DEMO_RUN) method=dycoke method.merge_ratio=0.75
 	$(DEMO_RUN) method=sparsevlm 'method.layers=[0,1,2]'
-	@if [ -f eval/report.py ]; then $(PY) -m eval.report --model $(DEMO_MODEL) --no-plots; $(PY) -m eval.summary --note; \
-	else $(PY) -m eval.summary results/runs; fi
+	$(PY) -m eval.report --model $(DEMO_MODEL)
+	@$(PY) -m eval.summary --note
 
 clean: ## remove generated outputs (keeps the venv and results/paper)
 	rm -rf results/runs results/tables results/bench .pytest_cache
