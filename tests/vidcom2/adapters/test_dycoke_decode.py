@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._tiny import model_batches
+from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, model_batches
 from vidcom2.adapters import _dycoke_decode as dd
 from vidcom2.adapters import get_adapter, in_llm
 
@@ -66,18 +66,8 @@ def unhooked(model, batch):
     )
 
 
-def assert_same_generation(a, b, tol=1e-5):
-    la, lb = torch.stack(a.logits), torch.stack(b.logits)
-    assert la.shape == lb.shape
-    assert (la - lb).abs().max().item() <= tol
-    assert torch.equal(a.sequences, b.sequences)
 
 
-def assert_restored(model):
-    text_model = model.model.language_model
-    assert text_model.config._attn_implementation == "sdpa"
-    assert not text_model._forward_pre_hooks
-    assert not in_llm._ACTIVE and not in_llm._GATHER
 
 
 # ---------------------------------------------------------------------------------------------------------------

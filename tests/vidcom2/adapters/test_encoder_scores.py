@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import vidcom2
-from tests.vidcom2.adapters._tiny import model_batches
+from tests.vidcom2.adapters._helpers import model_batches
 from vidcom2.adapters import encoder_scores, get_adapter
 
 QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")

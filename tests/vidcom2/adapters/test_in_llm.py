@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._tiny import model_batches
+from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, model_batches
 from vidcom2 import get_method
 from vidcom2.adapters import get_adapter, in_llm
 from vidcom2.budget import count
@@ -52,20 +52,8 @@ def kv_lengths(out):
     return [layer.keys.shape[-2] for layer in out.past_key_values.layers]
 
 
-def assert_same_generation(a, b, tol=1e-5):
-    la, lb = torch.stack(a.logits), torch.stack(b.logits)
-    assert la.shape == lb.shape
-    assert (la - lb).abs().max().item() <= tol
-    assert torch.equal(a.sequences, b.sequences)
 
 
-def assert_restored(model):
-    text_model = model.model.language_model
-    assert text_model.config._attn_implementation == "sdpa"
-    assert not text_model._forward_pre_hooks
-    assert all(not layer._forward_pre_hooks for layer in text_model.layers)
-    assert not in_llm._ACTIVE
-    assert "_deepstack_process" not in vars(text_model)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._tiny import model_batches
+from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, model_batches
 from tests.vidcom2.methods.test_sparsevlm import slow_cluster_and_merge
 from vidcom2 import get_method
 from vidcom2.adapters import _sparsevlm_llm as svl
@@ -56,20 +56,8 @@ def run(model, batch, method, ratio=0.25, mode="prune", seed=0, **gen):
     return out, state, visual, plan
 
 
-def assert_same_generation(a, b, tol=1e-5):
-    la, lb = torch.stack(a.logits), torch.stack(b.logits)
-    assert la.shape == lb.shape
-    assert (la - lb).abs().max().item() <= tol
-    assert torch.equal(a.sequences, b.sequences)
 
 
-def assert_restored(model):
-    text_model = model.model.language_model
-    assert text_model.config._attn_implementation == "sdpa"
-    assert not text_model._forward_pre_hooks
-    assert all(not layer._forward_pre_hooks for layer in text_model.layers)
-    assert not in_llm._ACTIVE
-    assert "_deepstack_process" not in vars(text_model)
 
 
 def kv_lengths(out):

@@ -1,0 +1,43 @@
+"""Shared helpers of the in-LLM adapter tests: tiny model + prompt factory, generation and restoration checks."""
+
+from __future__ import annotations
+
+from vidcom2.testing import tiny
+
+
+def model_batches(seed: int, question: str, text_layers: int = 4):
+    """``get(arch, text_layers=...) -> (model, batch)``: a fresh tiny model (not the session-shared one, so module
+    tests may attach things freely) and the processor outputs for a 4-frame 112x140 video."""
+    cache = {}
+
+    def get(arch: str, text_layers: int = text_layers):
+        key = (arch, text_layers)
+        if key not in cache:
+            model, proc = tiny.build(arch, text_layers=text_layers)
+            batch = dict(tiny.inputs(arch, proc, tiny.make_video(4, 112, 140, seed=seed), question))
+            cache[key] = (model, batch)
+        return cache[key]
+
+    return get
+
+
+def assert_same_generation(a, b, tol=1e-5):
+    """Two ``generate(..., output_logits=True, return_dict_in_generate=True)`` outputs agree."""
+    import torch
+
+    la, lb = torch.stack(a.logits), torch.stack(b.logits)
+    assert la.shape == lb.shape
+    assert (la - lb).abs().max().item() <= tol
+    assert torch.equal(a.sequences, b.sequences)
+
+
+def assert_restored(model):
+    """Nothing of in-LLM pruning outlives its block: attention implementation, hooks, registries, DeepStack wrap."""
+    from vidcom2.adapters import in_llm
+
+    text_model = model.model.language_model
+    assert text_model.config._attn_implementation == "sdpa"
+    assert not text_model._forward_pre_hooks
+    assert all(not layer._forward_pre_hooks for layer in text_model.layers)
+    assert not in_llm._ACTIVE and not in_llm._GATHER
+    assert "_deepstack_process" not in vars(text_model)
