@@ -45,3 +45,14 @@ def check_video_inputs(inputs: dict) -> None:
             "prompts with images are not supported by the compression adapters (video-only prompts); "
             "pass videos through the processor's `videos=` argument"
         )
+
+
+def video_chunks(mask: torch.Tensor, per_video: int, hint: str):
+    """``(row, columns)`` of every video in a prompt batch: each row's video-token columns (``mask [B, L]``) cut into
+    runs of ``per_video``; a row whose count is not a multiple is an error that says ``hint``."""
+    for row in range(mask.shape[0]):
+        cols = mask[row].nonzero().squeeze(1)
+        if cols.numel() % per_video:
+            raise ValueError(f"row {row} holds {cols.numel()} video tokens, not a multiple of {hint}")
+        for chunk in cols.split(per_video):
+            yield row, chunk

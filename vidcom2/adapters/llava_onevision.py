@@ -12,7 +12,13 @@ import math
 import torch
 from torch import nn
 
-from vidcom2.adapters._common import attention_mask, check_video_inputs, text_positions, with_pooler
+from vidcom2.adapters._common import (
+    attention_mask,
+    check_video_inputs,
+    text_positions,
+    video_chunks,
+    with_pooler,
+)
 from vidcom2.adapters.base import Encoded, VideoSlots
 
 
@@ -66,16 +72,11 @@ class LlavaOnevisionAdapter(LlavaModules):
         h, w = self.frame_grid(model)
         per_video = frames * h * w + 1
         mask = self.visual_token_mask(model, inputs)
-        slots = []
-        for row in range(mask.shape[0]):
-            cols = mask[row].nonzero().squeeze(1)
-            if cols.numel() % per_video:
-                raise ValueError(
-                    f"row {row} holds {cols.numel()} video tokens, not a multiple of F*{h * w}+1 = {per_video}; "
-                    "build the prompt with the model's processor"
-                )
-            for chunk in cols.split(per_video):
-                slots.append(VideoSlots(row, chunk[:-1].reshape(frames, h * w), chunk[-1:], (frames, h, w)))
+        hint = f"F*{h * w}+1 = {per_video}; build the prompt with the model's processor"
+        slots = [
+            VideoSlots(row, chunk[:-1].reshape(frames, h * w), chunk[-1:], (frames, h, w))
+            for row, chunk in video_chunks(mask, per_video, hint)
+        ]
         if len(slots) != pixels.shape[0]:
             raise ValueError(
                 f"the prompt holds {len(slots)} videos but pixel_values_videos has {pixels.shape[0]}"

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidcom2.adapters._common import attention_mask, check_video_inputs, text_positions
+from vidcom2.adapters._common import attention_mask, check_video_inputs, text_positions, video_chunks
 from vidcom2.adapters.base import Encoded, GridLayout, VideoSlots
 from vidcom2.adapters.llava_onevision import LlavaModules
 
@@ -184,22 +184,14 @@ class LlavaVideoAdapter(LlavaModules):
         _, n = grid(model.config)
         per_video = frames * n * (n + 1)
         mask = self.visual_token_mask(model, inputs)
+        hint = (
+            f"F*{n * (n + 1)} = {per_video} (LLaVA-Video layout); rewrite the HF processor's prompt (F*196+1 tokens "
+            "per video) with vidcom2.adapters.llava_video.rewrite_prompt or adapter.prepare_inputs(model, inputs)"
+        )
         slots = []
-        for row in range(mask.shape[0]):
-            cols = mask[row].nonzero().squeeze(1)
-            if cols.numel() % per_video:
-                raise ValueError(
-                    f"row {row} holds {cols.numel()} video tokens, not a multiple of F*{n * (n + 1)} = {per_video} "
-                    "(LLaVA-Video layout); rewrite the HF processor's prompt (F*196+1 tokens per video) with "
-                    "vidcom2.adapters.llava_video.rewrite_prompt or adapter.prepare_inputs(model, inputs)"
-                )
-            for chunk in cols.split(per_video):
-                g = chunk.view(frames, n, n + 1)
-                slots.append(
-                    VideoSlots(
-                        row, g[:, :, :n].reshape(frames, n * n), g[:, :, n].reshape(-1), (frames, n, n)
-                    )
-                )
+        for row, chunk in video_chunks(mask, per_video, hint):
+            g = chunk.view(frames, n, n + 1)
+            slots.append(VideoSlots(row, g[:, :, :n].reshape(frames, n * n), g[:, :, n].reshape(-1), (frames, n, n)))
         if len(slots) != pixels.shape[0]:
             raise ValueError(
                 f"the prompt holds {len(slots)} videos but pixel_values_videos has {pixels.shape[0]}"

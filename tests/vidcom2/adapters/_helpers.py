@@ -41,3 +41,17 @@ def assert_restored(model):
     assert all(not layer._forward_pre_hooks for layer in text_model.layers)
     assert not in_llm._ACTIVE and not in_llm._GATHER
     assert "_deepstack_process" not in vars(text_model)
+
+
+def generate_compressed(model, batch, method, ratio, new_tokens, **kw):
+    """Greedy ``generate`` with logits inside ``vidcom2.compress``; returns ``(output, session)``.
+
+    A random model may emit a video placeholder id; a teacher-forced reference would then read it as a video slot,
+    so those ids are suppressed (raw logits, which the tests compare, are unaffected)."""
+    import vidcom2
+
+    suppress = [model.config.video_token_id, model.config.image_token_id]
+    with vidcom2.compress(model, method, ratio, **kw) as session:
+        out = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, suppress_tokens=suppress)
+    return out, session

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vidcom2
+from tests.vidcom2.adapters._helpers import generate_compressed
 from vidcom2.testing import tiny
 
 from .reference import ARCHS, masked_teacher_forced
@@ -31,19 +32,7 @@ def _inputs(arch, processor):
 
 
 def _run(model, batch, method, ratio, **kw):
-    # a random model may emit a video placeholder id; the teacher-forced reference would then read it as a video
-    # slot, so those ids are suppressed (raw logits, which are compared, are unaffected)
-    suppress = [model.config.video_token_id, model.config.image_token_id]
-    with vidcom2.compress(model, method, ratio, **kw) as session:
-        out = model.generate(
-            **batch,
-            max_new_tokens=NEW,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            suppress_tokens=suppress,
-        )
-    return out, session
+    return generate_compressed(model, batch, method, ratio, NEW, **kw)
 
 
 @pytest.mark.parametrize("method,arch", CASES)

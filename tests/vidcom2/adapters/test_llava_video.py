@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import vidcom2
+from tests.vidcom2.adapters._helpers import generate_compressed
 from vidcom2.adapters import adapter_for, family_of, get_adapter
 from vidcom2.adapters.llava_video import rewrite_prompt
 from vidcom2.adapters.rebuild import shrink
@@ -122,17 +123,7 @@ def teacher_forced(model, batch, generated, features, keep, order, position_mode
 
 
 def run(model, batch, method, ratio, **kw):
-    suppress = [model.config.video_token_id, model.config.image_token_id]
-    with vidcom2.compress(model, method, ratio, **kw) as session:
-        out = model.generate(
-            **batch,
-            max_new_tokens=NEW,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            suppress_tokens=suppress,
-        )
-    return out, session
+    return generate_compressed(model, batch, method, ratio, NEW, **kw)
 
 
 def check_against_reference(model, batch, method, ratio, order, position_mode, *, layout=None, **kw):
