@@ -16,8 +16,13 @@ from pathlib import Path
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 
-def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, seed: int, offline: bool) -> dict:
-    """``simple_evaluate`` on ``tasks`` with the model instance ``lm``; returns lmms-eval's result dict."""
+def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, seed: int, offline: bool,
+              main: bool = True) -> dict | None:
+    """``simple_evaluate`` on ``tasks`` with the model instance ``lm``; returns lmms-eval's result dict.
+
+    Under a data-parallel launch lmms-eval returns the gathered result on rank 0 only: the other ranks
+    (``main=False``) get ``None``.
+    """
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
@@ -39,6 +44,8 @@ def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, see
         process_docs_parallel=1,
         verbosity="WARNING",
     )
+    if not main:
+        return None
     if not results or not results.get("results"):
         raise RuntimeError(f"lmms-eval returned no results for {tasks}")
     samples = results.get("samples") or {}

@@ -142,14 +142,17 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals and len(vals) == len(values) else None
 
 
-def summarise(rows: list[dict], warmup: int, total_wall_s: float, shape: LLMShape | None) -> dict:
+def summarise(rows: list[dict], warmup: int, total_wall_s: float, shape: LLMShape | None,
+              peak: tuple[int, str] | None = None) -> dict:
     """The record's ``efficiency`` block from per-sample rows (see the module docstring).
 
     Token counts are means over all samples (they do not depend on warm-up); latencies, throughput and FLOPs are
-    means over the measured rows (``rows[warmup:]``). When a run has no more samples than ``warmup``, the latencies
-    are ``null``: a warm-up sample is never reported as a measurement.
+    means over the measured rows: all but the first ``warmup`` requests of each process (a row's ``rank_index``,
+    its position in its process's request order, else its position in ``rows``). When a run has no more samples
+    than ``warmup``, the latencies are ``null``: a warm-up sample is never reported as a measurement. ``peak``:
+    (bytes, kind) measured elsewhere (data parallel: the largest of the processes), else this process's.
     """
-    measured = rows[warmup:]
+    measured = [r for i, r in enumerate(rows) if r.get("rank_index", i) >= warmup]
     lat = {k: _mean([r.get(f"{k}_s") for r in measured]) if measured else None for k in LATENCY_KEYS}
     lat["decode_per_token"] = (
         _mean([r["decode_s"] / max(r["new_tokens"], 1) if r.get("decode_s") is not None else None for r in measured])
@@ -161,7 +164,7 @@ def summarise(rows: list[dict], warmup: int, total_wall_s: float, shape: LLMShap
     lat["e2e_per_sample"] = _add(lat["preprocess"], lat["model_generation"])
     tin = _mean([r["visual_tokens_in"] for r in rows]) if rows else None
     tout = _mean([r["visual_tokens_out"] for r in rows]) if rows else None
-    mem, mem_kind = peak_memory()
+    mem, mem_kind = peak if peak is not None else peak_memory()
     flops = {"prefill": None, "decode_per_token": None}
     if shape is not None and measured:
         per = [sample_flops(shape, r) for r in measured]
@@ -178,7 +181,7 @@ def summarise(rows: list[dict], warmup: int, total_wall_s: float, shape: LLMShap
         "peak_memory_kind": mem_kind,
         "flops": flops,
         "throughput_samples_per_s": (len(measured) / model_time) if measured and model_time > 0 else None,
-        "warmup_samples": min(warmup, len(rows)),
+        "warmup_samples": len(rows) - len(measured),
         "measured_samples": len(measured),
     }
 

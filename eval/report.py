@@ -112,6 +112,7 @@ def run_row(rec: dict) -> dict:
         "llm_generation_s": _get(eff, "latency_s", "llm_generation") * n,
         "model_generation_s": _get(eff, "latency_s", "model_generation") * n,
         "total_s": _get(eff, "total_wall_s"),
+        "world_size": int((rec.get("data_parallel") or {}).get("world_size") or 1),
         "peak_memory_gb": _get(eff, "peak_memory_bytes") / 2**30,
         "peak_memory_kind": eff.get("peak_memory_kind"),
         "throughput": _get(eff, "throughput_samples_per_s"),
@@ -350,6 +351,12 @@ def efficiency_table(agg: pd.DataFrame, group: tuple, rows: list[Row], methods: 
     )
     if len(sub) and (sub["peak_memory_kind"] == "rss").any():
         notes.append("Peak memory is the process peak RSS (CPU run), not GPU memory.")
+    if len(sub) and (sub["world_size"] > 1).any():
+        dp = sorted({int(n) for n in sub["world_size"].dropna()})
+        notes.append(
+            f"Data parallel runs present (processes per run: {', '.join(map(str, dp))}): Total time is wall clock and "
+            "shrinks with the process count; latencies, memory (largest process) and throughput are per process."
+        )
     title = f"Efficiency — {model_key}, {frames} frames, {benchmark}"
     return Table(title, pd.DataFrame(data), pd.DataFrame(display), notes)
 

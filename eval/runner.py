@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from eval import accuracy, measure, record, validate
+from eval import accuracy, distributed, measure, record, validate
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,19 @@ def env_var(name: str, value: str):
 
 
 def run(cfg) -> Path:
-    """Execute one configured run; returns the record path (existing one when skipped)."""
+    """Execute one configured run; returns the record path (existing one when skipped).
+
+    Under ``accelerate launch`` / ``torchrun`` every process runs this on its shard of the documents and rank 0
+    writes the record (:mod:`eval.distributed`); a failure in any process ends the whole launch.
+    """
     c = _plain(cfg)
+    w = distributed.world()
     # the tiny tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable
-    with env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())):
-        return _run(c)
+    with distributed.fail_fast(w), env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())):
+        return _run(c, w)
 
 
-def _run(c: dict) -> Path:
+def _run(c: dict, w: distributed.World) -> Path:
     meta, init = split_model_cfg(c["model"])
     bench, method_cfg = c["benchmark"], c["method"]
     method = method_cfg["name"]
@@ -102,7 +107,8 @@ def _run(c: dict) -> Path:
     hparams = validate.method_hparams(method_cfg, c.get("budget"))
     path = record.record_path(c["results_dir"], bench["name"], meta["name"], method, ratio, c["seed"])
     if path.exists() and not c.get("force") and record.is_finished(path):
-        print(f"[skip] {path} exists (finished); force=true redoes it")
+        if w.main:
+            print(f"[skip] {path} exists (finished); force=true redoes it")
         return path
     validate.check_compatible(meta["family"], method, c.get("position_mode"), hparams, ratio, str(init["pretrained"]))
     validate.check_pretrained(str(init["pretrained"]), bool(meta["random_weights"]))
@@ -112,20 +118,30 @@ def _run(c: dict) -> Path:
     from eval.evaluate import run_tasks
     from eval.models.base import resolve_device
 
-    device = resolve_device(c["device"])
+    device = distributed.process_device(resolve_device(c["device"]), w)
+    distributed.prepare_backend(device, w)
     t0 = time.perf_counter()
     lm = load_model(init, method=method, ratio=ratio, seed=c["seed"], hparams=hparams, warmup=c["warmup"], device=device,
                     progress=c.get("progress", True), position_mode=c.get("position_mode"))
     measure.reset_peak_memory()  # CUDA peak = weights + this run's inference (not an earlier run's or the loading's)
     t_eval = time.perf_counter()
     results = run_tasks(lm, list(bench["tasks"]), prompt_model=meta["prompt_model"], limit=c["limit"], seed=c["seed"],
-                        offline=bool(bench.get("offline")))
+                        offline=bool(bench.get("offline")), main=w.main)
     wall = time.perf_counter() - t_eval
-    rows = with_answers(lm.sample_rows, results)
+    per_rank = distributed.gather_to_main((lm.sample_rows, measure.peak_memory()), w)
+    if not w.main:  # rank 0 writes the record of the whole run
+        return path
+    rows = with_answers(distributed.merge_rank_rows([r for r, _ in per_rank]), results)
     if not rows:
         raise RuntimeError("the model recorded no samples: generation never ran")
-    rec = build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall, device)
+    peaks = [p for _, p in per_rank]
+    rec = build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall, device, peak=max(peaks))
     rec["efficiency"]["load_s"] = t_eval - t0
+    rec["data_parallel"] = {
+        "world_size": w.size,
+        "samples_per_rank": [sum(1 for r in rows if r["rank"] == k) for k in range(w.size)],
+        "peak_memory_bytes_per_rank": [p[0] for p in peaks],
+    }
     write_samples(path.parent / "samples.jsonl", rows, results)
     record.write(rec, path)
     print(f"[done] {path}  {summary_line(rec)}")
@@ -137,7 +153,7 @@ def _run(c: dict) -> Path:
     return path
 
 
-def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall, device) -> dict:
+def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall, device, peak=None) -> dict:
     from eval import env
     from vidcom2.registry import method_class
 
@@ -170,7 +186,7 @@ def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall
         "limit": c["limit"],
         "n_samples": len(rows),
         "accuracy": accuracy.summarise(bench["kind"], results, list(bench["tasks"])),
-        "efficiency": measure.summarise(rows, int(c["warmup"]), wall, shape),
+        "efficiency": measure.summarise(rows, int(c["warmup"]), wall, shape, peak=peak),
         "env": env.describe(device, str(hf.dtype).removeprefix("torch."), attn, extra),
         "config": c,
         "lmms_eval": {"results": results.get("results"), "n_samples": results.get("n-samples"),

@@ -127,9 +127,29 @@ class Harnessed:
         self._timing = False
         self._generate_s = 0.0
         self._frames_fed = None
-        dev = resolve_device(device)
+        from eval import distributed
+
+        w = distributed.world()
+        dev = distributed.process_device(resolve_device(device), w)
         kwargs.setdefault("device_map", dev)
-        super().__init__(pretrained=pretrained, device=dev, **{self.frames_arg: self.frames}, **kwargs)
+        if not w.distributed:
+            super().__init__(pretrained=pretrained, device=dev, **{self.frames_arg: self.frames}, **kwargs)
+            return
+        # multi-process launch: the harness places the replica; the parent must not (see eval/distributed.py)
+        distributed.prepare_backend(dev, w)
+        with distributed.one_process_view(type(self)) as made:
+            super().__init__(pretrained=pretrained, device=dev, **{self.frames_arg: self.frames}, **kwargs)
+        if not made:  # the parent never asked; the evaluator still gathers through lm.accelerator
+            from accelerate import Accelerator
+
+            made.append(Accelerator())
+        self.accelerator = made[0]  # the real one: lmms-eval's evaluator gathers through lm.accelerator
+        if self.accelerator.num_processes != w.size:
+            raise RuntimeError(
+                f"accelerate sees {self.accelerator.num_processes} processes but WORLD_SIZE={w.size}; with device=cpu "
+                "launch with `torchrun` or `accelerate launch --multi_gpu` (the harness sets ACCELERATE_USE_CPU)"
+            )
+        self._rank, self._world_size = w.rank, w.size
 
     def configure(self, *, method: str, retention_ratio: float, seed: int, hparams: dict, warmup: int = 1,
                   progress: bool = True, position_mode: str | None = None) -> None:
