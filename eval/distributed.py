@@ -166,6 +166,25 @@ def merge_rank_rows(per_rank: list[list[dict]]) -> list[dict]:
     return out
 
 
+def barrier(w: World) -> None:
+    """Wait for every process (no-op without a launch)."""
+    if w.distributed:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group together and tear it down before the interpreter exits (a process that exits with
+    a live gloo group while another still uses it can abort with "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 @contextmanager
 def fail_fast(w: World):
     """Under a multi-process launch, an exception ends this process immediately (status 1) after printing it."""

@@ -26,6 +26,9 @@ def _app(cfg) -> None:
 
 def main() -> None:
     _app()
+    from eval.distributed import shutdown
+
+    shutdown()  # data parallel launches: all ranks leave together (no-op in one process)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,8 @@ def _run(c: dict, w: distributed.World) -> Path:
                         offline=bool(bench.get("offline")), main=w.main)
     wall = time.perf_counter() - t_eval
     per_rank = distributed.gather_to_main((lm.sample_rows, measure.peak_memory()), w)
-    if not w.main:  # rank 0 writes the record of the whole run
+    if not w.main:  # rank 0 writes the record of the whole run; the others wait for it (next run starts together)
+        distributed.barrier(w)
         return path
     rows = with_answers(distributed.merge_rank_rows([r for r, _ in per_rank]), results)
     if not rows:
@@ -150,6 +151,7 @@ def _run(c: dict, w: distributed.World) -> Path:
 
         mirror = instantiate(c["logger"])
         mirror.log(rec, rows, group=c["logger"].get("group") or sweep_group())
+    distributed.barrier(w)
     return path
 
 

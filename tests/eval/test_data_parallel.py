@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,12 +36,22 @@ def _env(**extra) -> dict:
     return e
 
 
-def _launch(nproc: int, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(nproc: int, *overrides: str, launcher: str = "torchrun", timeout: int = 600) -> subprocess.CompletedProcess:
     if nproc == 1:
         cmd = [sys.executable, "-m", "eval.run"]
-    else:  # torchrun is what `accelerate launch --multi_gpu` runs underneath; --standalone picks a free port
+    elif launcher == "torchrun":  # --standalone: a local rendezvous on a free port
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "eval.run"]
+    else:  # what the docs show for GPUs; on a CPU-only machine it starts the same N local processes
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "-m", "eval.run"]
     return subprocess.run([*cmd, *overrides, "device=cpu", "progress=false"], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=timeout)
 
@@ -61,14 +72,14 @@ def _samples(path: Path) -> list[dict]:
 
 
 # tiny_mlvu has 7 docs (4 + 3: rank 1 is padded by lmms-eval), tiny_videomme 3 (2 + 1)
-@pytest.mark.parametrize(("model", "bench", "method", "split"), [
-    ("tiny_qwen2_5_vl", "tiny_mlvu", "vidcom2", [4, 3]),
-    ("tiny_llava_ov", "tiny_videomme", "fastv", [2, 1]),
+@pytest.mark.parametrize(("model", "bench", "method", "split", "launcher"), [
+    ("tiny_qwen2_5_vl", "tiny_mlvu", "vidcom2", [4, 3], "accelerate"),
+    ("tiny_llava_ov", "tiny_videomme", "fastv", [2, 1], "torchrun"),
 ])
-def test_two_processes_give_the_one_process_record(cache, tmp_path, model, bench, method, split):
+def test_two_processes_give_the_one_process_record(cache, tmp_path, model, bench, method, split, launcher):
     args = [f"model={model}", f"benchmark={bench}", f"method={method}", "retention_ratio=0.25", f"cache_dir={cache}"]
     one = _launch(1, *args, f"results_dir={tmp_path / 'one'}")
-    two = _launch(2, *args, f"results_dir={tmp_path / 'two'}")
+    two = _launch(2, *args, f"results_dir={tmp_path / 'two'}", launcher=launcher)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("[done]") == 1  # rank 0 alone reports and writes
