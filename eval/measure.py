@@ -18,6 +18,11 @@ as one FLOP and only the decoder layers count (no embedding, no LM head, no visi
 which equals ``d`` for every model here), so the term is ``2*n*d*d_q + 2*n*d*d_kv``. ``2*n^2*d`` is
 ``QK^T`` plus the attention-weighted sum of values (width ``d_q``). ``3*n*d*m`` is the gated MLP (gate, up and down).
 One decode step at context length ``c`` costs ``2*d*d_q + 2*d*d_kv + 2*c*d_q + 3*d*m`` per layer.
+
+Sparse-MoE layers (Qwen3-VL-30B-A3B) count the experts a token is routed to: ``m = k * m_e`` (``k`` =
+``num_experts_per_tok``, ``m_e`` = ``moe_intermediate_size``), plus the router (``n*d*E`` for ``E`` experts, written
+as ``E/3`` of MLP width); dense layers of such a model (``mlp_only_layers``, ``decoder_sparse_step``) keep
+``intermediate_size``, the rule of transformers' ``Qwen3VLMoeTextDecoderLayer``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,15 @@ class LLMShape:
     intermediate: int  # m
     q_width: int  # num_attention_heads * head_dim
     kv_width: int  # num_key_value_heads * head_dim
+    mlp: tuple[float, ...] = ()  # per-layer MLP width when layers differ (MoE); empty: `intermediate` everywhere
+
+    def mlp_width(self, layer: int | None = None) -> float:
+        """The MLP width ``m`` of decoder layer ``layer`` (active experts for a sparse-MoE layer)."""
+        if not self.mlp:
+            return self.intermediate
+        if layer is None:
+            raise ValueError("this model's layers have different MLP widths (MoE): pass the layer index")
+        return self.mlp[layer]
 
     @classmethod
     def from_config(cls, config) -> LLMShape:
@@ -49,18 +63,27 @@ class LLMShape:
         heads = c.num_attention_heads
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
         kv_heads = getattr(c, "num_key_value_heads", None) or heads
-        return cls(c.num_hidden_layers, c.hidden_size, c.intermediate_size, heads * head_dim, kv_heads * head_dim)
+        layers = c.num_hidden_layers
+        experts, top_k = getattr(c, "num_experts", 0) or 0, getattr(c, "num_experts_per_tok", 0) or 0
+        mlp: tuple[float, ...] = ()
+        if experts > 0 and top_k > 0 and getattr(c, "moe_intermediate_size", None):
+            step, dense = getattr(c, "decoder_sparse_step", 1) or 1, set(getattr(c, "mlp_only_layers", None) or ())
+            sparse = top_k * c.moe_intermediate_size + experts / 3
+            mlp = tuple(
+                sparse if (i not in dense and (i + 1) % step == 0) else float(c.intermediate_size) for i in range(layers)
+            )
+        return cls(layers, c.hidden_size, c.intermediate_size, heads * head_dim, kv_heads * head_dim, mlp)
 
 
-def layer_prefill_flops(shape: LLMShape, n: int) -> int:
-    """FLOPs of one decoder layer over ``n`` tokens (module docstring formula)."""
-    d, m = shape.hidden, shape.intermediate
+def layer_prefill_flops(shape: LLMShape, n: int, layer: int | None = None) -> float:
+    """FLOPs of decoder layer ``layer`` over ``n`` tokens (module docstring formula)."""
+    d, m = shape.hidden, shape.mlp_width(layer)
     return 2 * n * d * shape.q_width + 2 * n * d * shape.kv_width + 2 * n * n * shape.q_width + 3 * n * d * m
 
 
-def layer_decode_flops(shape: LLMShape, context: float) -> float:
-    """FLOPs of one decoder layer for one new token attending to ``context`` cached tokens (itself included)."""
-    d, m = shape.hidden, shape.intermediate
+def layer_decode_flops(shape: LLMShape, context: float, layer: int | None = None) -> float:
+    """FLOPs of decoder layer ``layer`` for one new token attending to ``context`` cached tokens (itself included)."""
+    d, m = shape.hidden, shape.mlp_width(layer)
     return 2 * d * shape.q_width + 2 * d * shape.kv_width + 2 * context * shape.q_width + 3 * d * m
 
 
@@ -95,11 +118,11 @@ def sample_flops(shape: LLMShape, row: dict) -> tuple[int, int]:
         lengths = seq_lengths_per_layer(
             shape, row["prompt_tokens_in"], row["visual_tokens_in"], row["visual_tokens_out"], row["visual_tokens_layer_avg"]
         )
-    prefill = sum(layer_prefill_flops(shape, n) for n in lengths)
+    prefill = sum(layer_prefill_flops(shape, n, i) for i, n in enumerate(lengths))
     steps = max(int(row.get("new_tokens") or 0), 1)
     # new token j (1-based) attends to n + j tokens; the cost is linear in the context, so the mean over the
     # steps is the cost at the mean context n + (steps + 1) / 2
-    decode = sum(layer_decode_flops(shape, n + (steps + 1) / 2) for n in lengths)
+    decode = sum(layer_decode_flops(shape, n + (steps + 1) / 2, i) for i, n in enumerate(lengths))
     return prefill, int(decode)
 
 

@@ -3,8 +3,9 @@
     python scripts/make_tiny_models.py [--out .cache/tiny_models] [--force]
 
 Writes ``<out>/<arch>/`` (model, processor, tokenizer; ``from_pretrained``-loadable) with
-``vidcom2.testing.tiny.save``. Real architectures and tokens per frame, shrunk sizes, random weights: accuracy
-means nothing, token counts and timings do.
+``vidcom2.testing.tiny.save``; the Qwen3-VL-MoE one goes to ``<out>/qwen3_vl_moe-A3B/`` because lmms-eval 0.7.3 picks
+the MoE class from the checkpoint name (as in Qwen3-VL-30B-A3B). Real architectures and tokens per frame, shrunk
+sizes, random weights: accuracy means nothing, token counts and timings do.
 """
 
 import argparse
@@ -12,15 +13,18 @@ from pathlib import Path
 
 from vidcom2.testing import tiny
 
+# arch -> folder name where it is not the arch itself (see the module docstring)
+FOLDERS = {"qwen3_vl_moe": "qwen3_vl_moe-A3B"}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".cache/tiny_models")
     ap.add_argument("--force", action="store_true", help="rebuild existing checkpoints")
-    ap.add_argument("--arch", action="append", choices=tiny.ARCHS, help="only these (repeatable); default all")
+    ap.add_argument("--arch", action="append", choices=tiny.ALL_ARCHS, help="only these (repeatable); default all")
     args = ap.parse_args()
-    for arch in args.arch or tiny.ARCHS:
-        path = Path(args.out) / arch
+    for arch in args.arch or tiny.ALL_ARCHS:
+        path = Path(args.out) / FOLDERS.get(arch, arch)
         if (path / "tiny_model.json").exists() and not args.force:
             print(f"[skip] {path}")
             continue

@@ -101,3 +101,38 @@ def test_exact_per_layer_counts_take_precedence():
                visual_tokens_per_layer=[6, 2, 1])  # a PDrop-like 3-stage schedule
     pre, _ = sample_flops(s, row)
     assert pre == sum(layer_prefill_flops(s, 4 + v) for v in (6, 2, 1))
+
+
+def test_moe_shape_follows_the_sparse_layer_rule():
+    # transformers' Qwen3VLMoeTextDecoderLayer: sparse iff layer not in mlp_only_layers and (layer + 1) % step == 0
+    text = Cfg(num_hidden_layers=4, hidden_size=8, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1,
+               head_dim=4, num_experts=6, num_experts_per_tok=2, moe_intermediate_size=5, decoder_sparse_step=2,
+               mlp_only_layers=[3])
+    s = LLMShape.from_config(Cfg(text_config=text))
+    assert s.mlp == (32, 2 * 5 + 6 / 3, 32, 32)  # only layer 1 is sparse (layer 3 is listed as dense)
+    # a sparse layer over n = 10 tokens: q,o 2*10*8*8, k,v 2*10*8*4, attention 2*100*8, experts 3*10*8*(2*5),
+    # router 10*8*6
+    assert layer_prefill_flops(s, 10, 1) == pytest.approx(1280 + 640 + 1600 + 2400 + 480)
+    with pytest.raises(ValueError, match="layer index"):
+        layer_prefill_flops(s, 10)
+
+
+def test_moe_mlp_flops_equal_torchs_count_on_the_tiny_qwen3_vl_moe():
+    """Independent count: torch's FlopCounterMode over every MLP block of the tiny MoE model (experts run eagerly:
+    the grouped-GEMM kernel is invisible to the counter). One multiply-accumulate = 2 of its FLOPs."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vidcom2.testing import tiny
+
+    model, _ = tiny.build("qwen3_vl_moe")
+    model.set_experts_implementation("eager")
+    shape = LLMShape.from_config(model.config)
+    layers = model.model.language_model.layers
+    assert len(set(shape.mlp)) == 2  # the tiny config has a dense first layer and sparse others
+    n = 10
+    x = torch.randn(1, n, shape.hidden)
+    for i, layer in enumerate(layers):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            layer.mlp(x)
+        assert counter.get_total_flops() / 2 == pytest.approx(3 * n * shape.hidden * shape.mlp_width(i)), i

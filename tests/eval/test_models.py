@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from eval.tasks import tiny_data
@@ -13,7 +14,10 @@ FAMILIES = {
     "qwen2_vl": ("eval.models.qwen2_vl.Qwen2VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
     "qwen2_5_vl": ("eval.models.qwen2_5_vl.Qwen2_5_VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
     "qwen3_vl": ("eval.models.qwen3_vl.Qwen3VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
+    # the MoE architecture of Qwen3-VL-30B-A3B, served by the qwen3_vl wrapper and adapter
+    "qwen3_vl_moe": ("eval.models.qwen3_vl.Qwen3VLCompressed", {"min_pixels": 50176, "max_pixels": 50176}),
 }
+FOLDERS = {"qwen3_vl_moe": "qwen3_vl_moe-A3B"}  # lmms-eval picks the MoE class from the checkpoint name
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +28,7 @@ def checkpoints(tmp_path_factory):
     tiny_data.build(root / "videos")
     with pytest.MonkeyPatch.context() as mp:  # the tiny tasks find the videos here (restored after the module)
         mp.setenv("VTC_TINY_DATA", str(root / "videos"))
-        yield {arch: tiny.save(arch, root / arch) for arch in FAMILIES}
+        yield {arch: tiny.save(arch, root / FOLDERS.get(arch, arch)) for arch in FAMILIES}
 
 
 def make(family, path, **kw):
@@ -47,6 +51,13 @@ def test_wrapper_compresses_measures_and_survives_clean(family, checkpoints):
 
     lm = make(family, checkpoints[family], method="uniform", retention_ratio=0.25, hparams={"budget": "uniform"})
     model = lm.hf_model
+    if family == "qwen3_vl_moe":  # lmms-eval loaded the MoE class (its experts are the checkpoint's, not fresh)
+        from vidcom2.testing import tiny
+
+        assert type(model).__name__ == "Qwen3VLMoeForConditionalGeneration"
+        ref, _ = tiny.build("qwen3_vl_moe")
+        experts = "model.language_model.layers.1.mlp.experts.gate_up_proj"
+        assert torch.equal(model.state_dict()[experts].float(), ref.state_dict()[experts].bfloat16().float())
     res = evaluate(lm)
     assert sum(len(v) for v in res["samples"].values()) == 2 and len(lm.sample_rows) == 2
     for row in lm.sample_rows:
@@ -74,6 +85,22 @@ def test_unreadable_video_is_an_error_not_an_empty_answer(checkpoints, tmp_path,
     lm = make("qwen2_vl", checkpoints["qwen2_vl"], method="none")
     with pytest.raises(RuntimeError, match="without video inputs"):
         evaluate(lm)
+
+
+@pytest.mark.parametrize(("arch", "folder", "message"), [
+    ("qwen3_vl_moe", "qwen3_vl_moe", "is a MoE Qwen3-VL checkpoint.*Qwen3VLForConditionalGeneration.*A3B"),
+    ("qwen3_vl", "qwen3_vl-A3B", "is a dense Qwen3-VL checkpoint.*Qwen3VLMoeForConditionalGeneration.*rename"),
+])
+def test_qwen3_checkpoint_name_must_match_its_variant(tmp_path, arch, folder, message):
+    # lmms-eval 0.7.3 chooses dense vs MoE from the name; a mismatch would load freshly initialised MLPs silently
+    from eval.models.qwen3_vl import check_variant
+    from vidcom2.testing import tiny
+
+    path = tiny.save(arch, tmp_path / folder, text_layers=1)
+    with pytest.raises(ValueError, match=message):
+        check_variant(str(path))
+    check_variant(str(tiny.save(arch, tmp_path / ("qwen3_vl_moe-A3B" if arch == "qwen3_vl_moe" else "dense"),
+                                text_layers=1)))
 
 
 def test_flat_cli_kwargs_become_hyper_parameters():

@@ -35,11 +35,12 @@ _FAMILIES = {
         ("Qwen2_5_VLForConditionalGeneration",),
         ("qwen2_5_vl",),
     ),
+    # Qwen3-VL-MoE (Qwen3-VL-30B-A3B): the same layout, positions and hook points; only the MLPs differ
     "qwen3_vl": (
         "vidcom2.adapters.qwen_vl",
         "QwenVLAdapter",
-        ("Qwen3VLForConditionalGeneration",),
-        ("qwen3_vl",),
+        ("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration"),
+        ("qwen3_vl", "qwen3_vl_moe"),
     ),
 }
 

@@ -24,6 +24,10 @@ import numpy as np
 import torch
 
 ARCHS = ("llava_onevision", "llava_video", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+# further tiny architectures that are served by one of the families above (arch -> adapter family):
+# qwen3_vl_moe is Qwen3-VL-MoE (Qwen3-VL-30B-A3B's class): the Qwen3-VL layout and vision tower, sparse-MoE MLPs
+EXTRA_ARCHS = {"qwen3_vl_moe": "qwen3_vl"}
+ALL_ARCHS = (*ARCHS, *EXTRA_ARCHS)
 # llava_video: the LLaVA-OV weights (same seed, same tensors) plus LLaVA-NeXT's pooling keys in the config, which
 # select the vidcom2 llava_video adapter; inputs() rewrites the prompt to F*182 video tokens per video
 _LLAVA = ("llava_onevision", "llava_video")
@@ -54,13 +58,20 @@ _CHAT_TEMPLATE = (
 )
 
 
-def _check_arch(arch: str) -> None:
-    if arch not in ARCHS:
+def _check_arch(arch: str) -> str:
+    """``arch``'s adapter family (itself for the five family archs); unknown names raise."""
+    if arch not in ALL_ARCHS:
         import difflib
 
-        hint = difflib.get_close_matches(arch, ARCHS, n=1)
+        hint = difflib.get_close_matches(arch, ALL_ARCHS, n=1)
         extra = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHS}.{extra}")
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ALL_ARCHS}.{extra}")
+    return EXTRA_ARCHS.get(arch, arch)
+
+
+def family(arch: str) -> str:
+    """The vidcom2 adapter family that serves the tiny architecture ``arch``."""
+    return _check_arch(arch)
 
 
 def _chat_template(arch: str) -> str:
@@ -166,9 +177,13 @@ def _config(arch: str, tok, text_layers: int):
         deepstack_visual_indexes=[0, 1],
     )
     rope3 = dict(rope, mrope_interleaved=True)
-    return tf.Qwen3VLConfig(
-        vision_config=vision, text_config=dict(text, head_dim=16, rope_parameters=rope3), **vision_ids
-    )
+    text3 = dict(text, head_dim=16, rope_parameters=rope3)
+    if arch == "qwen3_vl_moe":
+        # sparse MoE MLP in every layer but the first (dense), so both MLP kinds run: 4 experts, 2 per token
+        moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48, decoder_sparse_step=1,
+                   mlp_only_layers=[0])
+        return tf.Qwen3VLMoeConfig(vision_config=vision, text_config=dict(text3, **moe), **vision_ids)
+    return tf.Qwen3VLConfig(vision_config=vision, text_config=text3, **vision_ids)
 
 
 def processor(arch: str):
@@ -187,7 +202,7 @@ def processor(arch: str):
             vision_feature_select_strategy="full",
             chat_template=template,
         )
-    if arch == "qwen3_vl":
+    if arch in ("qwen3_vl", "qwen3_vl_moe"):
         return tf.Qwen3VLProcessor(
             image_processor=tf.Qwen2VLImageProcessor(),
             video_processor=tf.Qwen3VLVideoProcessor(),
@@ -216,6 +231,7 @@ def build(arch: str, *, text_layers: int = 4, seed: int = 0):
         "qwen2_vl": tf.Qwen2VLForConditionalGeneration,
         "qwen2_5_vl": tf.Qwen2_5_VLForConditionalGeneration,
         "qwen3_vl": tf.Qwen3VLForConditionalGeneration,
+        "qwen3_vl_moe": tf.Qwen3VLMoeForConditionalGeneration,
     }[arch]
     # fork_rng: seeding must not leak into the caller's global RNG state
     with torch.random.fork_rng(devices=[]):
@@ -285,7 +301,7 @@ def inputs(arch: str, processor, video, question, *, fps: float = 2.0):
     texts = [prompt(arch, q) for q in questions]
     processor.tokenizer.padding_side = "left"
     kwargs = dict(text=texts, videos=videos, return_tensors="pt", padding=True)
-    if arch in ("qwen2_5_vl", "qwen3_vl"):
+    if arch in ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
         # Qwen3-VL writes timestamps from it; Qwen2.5-VL derives second_per_grid_ts = temporal_patch / fps
         kwargs["videos_kwargs"] = {"do_sample_frames": False}
         kwargs["video_metadata"] = [

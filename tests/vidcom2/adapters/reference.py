@@ -15,7 +15,7 @@ import torch
 
 import vidcom2
 
-ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 
 def video_columns(model, ids_row: torch.Tensor, llava: bool) -> torch.Tensor:

@@ -7,7 +7,7 @@ from vidcom2.adapters import get_adapter
 from vidcom2.testing import tiny
 
 
-@pytest.mark.parametrize("arch", tiny.ARCHS)
+@pytest.mark.parametrize("arch", tiny.ALL_ARCHS)
 def test_module_handles(arch, tiny_model):
     model, _ = tiny_model(arch)
     adapter = get_adapter(model)

@@ -15,7 +15,7 @@ import vidcom2
 from tests.vidcom2.adapters._helpers import model_batches
 from vidcom2.adapters import encoder_scores, get_adapter
 
-QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from vidcom2.measure import Recorder
 
 NEW_TOKENS = 6
 PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
-ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,7 @@ def run(model, batch, method, ratio, mode="prune", **options):
         out = model.generate(
             **batch,
             max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,  # a random model may emit EOS early; the KV-length checks count every step
             do_sample=False,
             output_logits=True,
             return_dict_in_generate=True,
@@ -44,7 +45,8 @@ def run(model, batch, method, ratio, mode="prune", **options):
 
 def unhooked(model, batch):
     return model.generate(
-        **batch, max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True, return_dict_in_generate=True
+        **batch, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True,
+        return_dict_in_generate=True,
     )
 
 

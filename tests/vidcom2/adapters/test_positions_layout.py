@@ -35,7 +35,7 @@ def _spy_generate(model, batch, **compress_kw):
     return seen, session
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"])
 def test_qwen_kept_positions_are_the_gathered_originals(tiny_model, arch):
     model, processor = tiny_model(arch)
     batch = tiny.inputs(arch, processor, tiny.make_video(8, 112, 140, seed=5), "Count the squares.")
@@ -160,6 +160,8 @@ def test_adapter_registry(tiny_model):
     assert family_of(model) == "qwen2_5_vl"
     assert get_adapter(model).family == "qwen2_5_vl"
     assert list_adapters() == sorted(tiny.ARCHS)
+    moe, _ = tiny_model("qwen3_vl_moe")  # Qwen3-VL-MoE (30B-A3B's class) is served by the Qwen3-VL adapter
+    assert type(moe).__name__ == "Qwen3VLMoeForConditionalGeneration" and family_of(moe) == "qwen3_vl"
     with pytest.raises(KeyError, match="qwen2_vl"):
         adapter_for("qwen2vl")
     layers = get_adapter(model).decoder_layers(model)
