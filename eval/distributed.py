@@ -31,6 +31,8 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from vidcom2.hooks import scoped_item
+
 
 @dataclass(frozen=True)
 class World:
@@ -124,11 +126,8 @@ def one_process_view(cls: type):
         made.append(acc)
         return _OneProcessAccelerator(acc)
 
-    module.Accelerator = make
-    try:
+    with scoped_item(vars(module), "Accelerator", make):
         yield made
-    finally:
-        module.Accelerator = real_cls
 
 
 def gather_to_main(obj, w: World):

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from eval import accuracy, distributed, measure, record, validate
@@ -72,18 +71,11 @@ def sweep_group() -> str | None:
         return None
 
 
-@contextmanager
 def env_var(name: str, value: str):
     """Set an environment variable for the duration of a run, restoring the previous state after."""
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+    from vidcom2.hooks import scoped_item
+
+    return scoped_item(os.environ, name, value)
 
 
 def run(cfg) -> Path:

@@ -6,7 +6,7 @@ the previous state (including "no instance attribute at all") on exit, also when
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,18 +16,23 @@ _MISSING = object()
 
 
 @contextmanager
-def instance_attr(obj: Any, name: str, value: Any) -> Iterator[None]:
-    """Set ``obj.<name> = value`` on the instance for the block; afterwards the instance is as before."""
-    previous = obj.__dict__.get(name, _MISSING)
-    # via __dict__: instance attributes win over class attributes (and over nn.Module's _modules lookup)
-    obj.__dict__[name] = value
+def scoped_item(mapping: MutableMapping, key: Any, value: Any) -> Iterator[None]:
+    """Set ``mapping[key] = value`` for the block; afterwards the key holds its old value, or is absent again."""
+    previous = mapping.get(key, _MISSING)
+    mapping[key] = value
     try:
         yield
     finally:
         if previous is _MISSING:
-            obj.__dict__.pop(name, None)
+            mapping.pop(key, None)
         else:
-            obj.__dict__[name] = previous
+            mapping[key] = previous
+
+
+def instance_attr(obj: Any, name: str, value: Any):
+    """Set ``obj.<name> = value`` on the instance for the block; afterwards the instance is as before."""
+    # via __dict__: instance attributes win over class attributes (and over nn.Module's _modules lookup)
+    return scoped_item(obj.__dict__, name, value)
 
 
 @contextmanager

@@ -47,12 +47,17 @@ def check_video_inputs(inputs: dict) -> None:
         )
 
 
-def video_chunks(mask: torch.Tensor, per_video: int, hint: str):
+def video_chunks(mask: torch.Tensor, per_video: int, hint: str, n_videos: int):
     """``(row, columns)`` of every video in a prompt batch: each row's video-token columns (``mask [B, L]``) cut into
-    runs of ``per_video``; a row whose count is not a multiple is an error that says ``hint``."""
+    runs of ``per_video``; a row whose count is not a multiple is an error that says ``hint``, and so is a prompt
+    whose number of videos differs from ``n_videos`` (the entries of ``pixel_values_videos``)."""
+    found = 0
     for row in range(mask.shape[0]):
         cols = mask[row].nonzero().squeeze(1)
         if cols.numel() % per_video:
             raise ValueError(f"row {row} holds {cols.numel()} video tokens, not a multiple of {hint}")
         for chunk in cols.split(per_video):
+            found += 1
             yield row, chunk
+    if found != n_videos:
+        raise ValueError(f"the prompt holds {found} videos but pixel_values_videos has {n_videos}")

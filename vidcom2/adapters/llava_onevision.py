@@ -73,15 +73,10 @@ class LlavaOnevisionAdapter(LlavaModules):
         per_video = frames * h * w + 1
         mask = self.visual_token_mask(model, inputs)
         hint = f"F*{h * w}+1 = {per_video}; build the prompt with the model's processor"
-        slots = [
+        return [
             VideoSlots(row, chunk[:-1].reshape(frames, h * w), chunk[-1:], (frames, h, w))
-            for row, chunk in video_chunks(mask, per_video, hint)
+            for row, chunk in video_chunks(mask, per_video, hint, pixels.shape[0])
         ]
-        if len(slots) != pixels.shape[0]:
-            raise ValueError(
-                f"the prompt holds {len(slots)} videos but pixel_values_videos has {pixels.shape[0]}"
-            )
-        return slots
 
     def encode(self, model: nn.Module, inputs: dict) -> Encoded:
         slots = self.video_slots(model, inputs)

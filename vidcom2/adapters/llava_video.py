@@ -189,13 +189,9 @@ class LlavaVideoAdapter(LlavaModules):
             "per video) with vidcom2.adapters.llava_video.rewrite_prompt or adapter.prepare_inputs(model, inputs)"
         )
         slots = []
-        for row, chunk in video_chunks(mask, per_video, hint):
+        for row, chunk in video_chunks(mask, per_video, hint, pixels.shape[0]):
             g = chunk.view(frames, n, n + 1)
             slots.append(VideoSlots(row, g[:, :, :n].reshape(frames, n * n), g[:, :, n].reshape(-1), (frames, n, n)))
-        if len(slots) != pixels.shape[0]:
-            raise ValueError(
-                f"the prompt holds {len(slots)} videos but pixel_values_videos has {pixels.shape[0]}"
-            )
         return slots
 
     # -- encoder and rebuilding ----------------------------------------------------------------------------------

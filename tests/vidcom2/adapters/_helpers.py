@@ -55,3 +55,14 @@ def generate_compressed(model, batch, method, ratio, new_tokens, **kw):
         out = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
                              return_dict_in_generate=True, suppress_tokens=suppress)
     return out, session
+
+
+def left_pad(batch: dict, n: int) -> dict:
+    """``batch`` with ``n`` padding columns (id 0, mask 0, text type) prepended to its per-token tensors."""
+    import torch
+
+    padded = dict(batch)
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+        if key in batch:
+            padded[key] = torch.cat([torch.zeros((1, n), dtype=batch[key].dtype), batch[key]], dim=1)
+    return padded

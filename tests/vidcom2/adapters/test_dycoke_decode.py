@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, model_batches
+from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, left_pad, model_batches
 from vidcom2.adapters import _dycoke_decode as dd
 from vidcom2.adapters import get_adapter, in_llm
 
@@ -102,10 +102,7 @@ def test_prune_equals_mask_mode_with_mixed_steps(models, arch, reuse):
 @pytest.mark.parametrize("arch", ["llava_onevision", "qwen2_vl"])
 def test_left_padding_gathers_mask_columns(models, arch):
     model, batch = models(arch)
-    padded = dict(batch)
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-        if key in batch:
-            padded[key] = torch.cat([torch.zeros((1, 3), dtype=batch[key].dtype), batch[key]], dim=1)
+    padded = left_pad(batch, 3)
     pruned, _ = run(model, padded, threshold=2.0)
     masked, _ = run(model, padded, threshold=2.0, mode="mask")
     assert_same_generation(pruned, masked)

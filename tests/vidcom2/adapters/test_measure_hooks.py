@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidcom2.hooks import forward_hooks, instance_attr
+from vidcom2.hooks import forward_hooks, instance_attr, scoped_item
 from vidcom2.measure import Recorder, SampleStats
 
 BASE = [
@@ -54,6 +54,15 @@ def test_instance_attr_restores_previous_state_also_on_error():
         assert layer.extra == 1
     assert layer.extra is marker
     assert type(layer).forward is torch.nn.Linear.forward  # the class is never touched
+
+
+def test_scoped_item_restores_a_mapping_key_also_on_error():
+    env = {"KEEP": "a"}  # the harness uses it on os.environ and on a module's namespace
+    with pytest.raises(ValueError):
+        with scoped_item(env, "NEW", "1"), scoped_item(env, "KEEP", "b"):
+            assert env == {"KEEP": "b", "NEW": "1"}
+            raise ValueError
+    assert env == {"KEEP": "a"}
 
 
 def test_forward_hooks_removed_also_on_error():

@@ -170,3 +170,12 @@ def test_adapter_registry(tiny_model):
         model, {"input_ids": torch.tensor([[1, model.config.video_token_id]])}
     )
     assert mask.tolist() == [[False, True]]
+
+
+@pytest.mark.parametrize("arch", ["llava_onevision", "llava_video"])
+def test_llava_prompt_and_pixels_must_hold_the_same_videos(tiny_model, arch):
+    model, processor = tiny_model(arch)
+    batch = dict(tiny.inputs(arch, processor, tiny.make_video(2, 64, 64, seed=0), "Why?"))
+    batch["pixel_values_videos"] = torch.cat([batch["pixel_values_videos"]] * 2)  # two videos, one in the prompt
+    with pytest.raises(ValueError, match="the prompt holds 1 videos but pixel_values_videos has 2"):
+        get_adapter(model).video_slots(model, batch)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, model_batches
+from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, left_pad, model_batches
 from tests.vidcom2.methods.test_sparsevlm import slow_cluster_and_merge
 from vidcom2 import get_method
 from vidcom2.adapters import _sparsevlm_llm as svl
@@ -115,10 +115,7 @@ def test_drop_part_prune_equals_mask_mode(models, arch):
 def test_drop_part_left_padding(models, arch):
     # a padded prompt materialises 4-D masks: rows/columns sliced in prefill, columns gathered in decode
     model, batch = models(arch)
-    padded = dict(batch)
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-        if key in batch:
-            padded[key] = torch.cat([torch.zeros((1, 3), dtype=batch[key].dtype), batch[key]], dim=1)
+    padded = left_pad(batch, 3)
     method = get_method("sparsevlm", layers=LAYERS, recycle=False)
     pruned, _, _, _ = run(model, padded, method)
     masked, _, _, _ = run(model, padded, method, mode="mask")
@@ -192,10 +189,7 @@ def test_recycling_cached_equals_cacheless(models, arch):
 def test_recycling_with_left_padding_cached_equals_cacheless(models, arch):
     # new tokens in a materialised 4-D mask: rebuilt in prefill, read as a non-padding column in decode
     model, batch = models(arch)
-    padded = dict(batch)
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-        if key in batch:
-            padded[key] = torch.cat([torch.zeros((1, 2), dtype=batch[key].dtype), batch[key]], dim=1)
+    padded = left_pad(batch, 2)
     method = get_method("sparsevlm", layers=LAYERS)
     cached, _, _, _ = run(model, padded, method)
     cacheless, _, _, _ = run(model, padded, method, use_cache=False)
