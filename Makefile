@@ -4,22 +4,38 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+UV := $(VENV)/bin/uv
+INSTALLER ?= uv
 # Tests run fully offline: nothing may reach a hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-gpu lint clean bench bench-select
+.PHONY: help install lock lock-check test test-gpu lint clean bench bench-select
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | column -t -s $$'\t'
 
-install: $(STAMP) ## create $(VENV) (repo-local unless VENV is set) and install the project with its pinned deps
-$(STAMP): pyproject.toml
+install: $(STAMP) ## create $(VENV) and install exactly requirements/lock.txt (uv pip sync; INSTALLER=pip for pip), then the project
+$(STAMP): requirements/lock.txt requirements/bootstrap.txt pyproject.toml
+	@python3 scripts/lock.py --check
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[eval,dev]'
+	$(PIP) install -q --require-hashes --no-deps -r requirements/bootstrap.txt
+ifeq ($(INSTALLER),pip)
+	$(PIP) install -q --require-hashes --no-deps -r requirements/lock.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+else
+	$(UV) pip sync -q --python $(PY) --require-hashes requirements/lock.txt
+	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
+endif
 	@touch $(STAMP)
+
+lock: ## re-resolve requirements/lock.txt from pyproject.toml (the only way the lock changes; UPGRADE=1 moves every pin on)
+	@test -x $(UV) || { test -x $(PY) || python3 -m venv $(VENV); $(PIP) install -q --require-hashes --no-deps -r requirements/bootstrap.txt; }
+	PATH="$(abspath $(VENV))/bin:$$PATH" python3 scripts/lock.py $(if $(UPGRADE),--upgrade)
+
+lock-check: ## fail when requirements/lock.txt is out of date with pyproject.toml (no network)
+	@python3 scripts/lock.py --check
 
 test: install ## run the test suite on CPU (offline; GPU tests are deselected, run them with `make test-gpu`)
 	$(OFFLINE) $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
