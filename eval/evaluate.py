@@ -10,7 +10,7 @@ the harness's tiny tasks as ``include_path`` (unique ``tiny_*`` names: built-in 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -40,7 +40,7 @@ def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, see
         bootstrap_iters=0,
         log_samples=True,
         random_seed=seed,
-        datetime_str=datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S_%f"),
+        datetime_str=datetime.now(UTC).strftime("%Y%m%d_%H%M%S_%f"),
         process_docs_parallel=1,
         verbosity="WARNING",
     )

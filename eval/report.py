@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import paper, plots, record
+from eval import env, paper, plots, record
 
 DASH = "–"
 RANDOM_MARK = "‡"
@@ -538,6 +538,9 @@ def build(
     parts = [f"# {title}\n", f"{len(records)} run records, {len(groups)} model/frames group(s).\n"]
     if runs["random_weights"].any():
         parts.append(f"> **{RANDOM_NOTE}**\n")
+    if (note := env.drift([r.get("env") or {} for r in records])) is not None:
+        print(f"vtc-report: warning: {note}", file=sys.stderr)
+        parts.append(f"> Warning: {note}.\n")
     for stem, tables in sections:
         if tables:
             write_tables(tables, out_dir, stem)

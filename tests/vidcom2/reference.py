@@ -28,9 +28,18 @@ def vidcom2_mask(features: torch.Tensor, r: float) -> tuple[torch.Tensor, list[i
 
     r = 1 keeps everything (project rule; the official code would still drop ~N/F tokens per frame, see
     vidcom2/methods/vidcom2.py)."""
+    mask, ks, _ = vidcom2_mask_and_margin(features, r)
+    return mask, ks
+
+
+def vidcom2_mask_and_margin(features: torch.Tensor, r: float) -> tuple[torch.Tensor, list[int], float]:
+    """``vidcom2_mask`` plus the input's distance to a decision boundary: the smallest of (a) the gap between the
+    last kept and the first dropped channel variance, (b) the distance of each r_t * n from a .5 rounding point,
+    (c) per frame, the gap between the last kept and the first dropped token score. Two float computations of
+    the same mask may differ only on inputs whose margin is within rounding error of zero."""
     x = features.double()
     if r >= 1.0:
-        return torch.ones(features.shape[:2], dtype=torch.bool), [features.shape[1]] * features.shape[0]
+        return torch.ones(features.shape[:2], dtype=torch.bool), [features.shape[1]] * features.shape[0], math.inf
     f, n, d = x.shape
     flat = x.reshape(f * n, d)
     # 1. per-channel population variance, keep floor(D/2) lowest
@@ -39,7 +48,9 @@ def vidcom2_mask(features: torch.Tensor, r: float) -> tuple[torch.Tensor, list[i
         col = flat[:, c]
         mu = sum(col.tolist()) / len(col)
         variances.append(sum((v - mu) ** 2 for v in col.tolist()) / len(col))
-    keep_c = sorted(range(d), key=lambda c: (variances[c], c))[: max(1, d // 2)]
+    by_var = sorted(range(d), key=lambda c: (variances[c], c))
+    keep_c = by_var[: max(1, d // 2)]
+    margins = [_gap([variances[c] for c in by_var], len(keep_c))]
     sel = flat[:, keep_c]
     # 2. L2-normalise each token
     tokens = [[None] * n for _ in range(f)]
@@ -68,13 +79,20 @@ def vidcom2_mask(features: torch.Tensor, r: float) -> tuple[torch.Tensor, list[i
     rt = [min(1.0, r * (1 + p[t] - pm)) for t in range(f)]
     # 6. per-frame budget
     ks = [max(1, round_half_even(rt[t] * n)) for t in range(f)]
+    margins += [abs((rt[t] * n) % 1.0 - 0.5) for t in range(f)]
     # 7. keep the k_t smallest sv + sf
     mask = torch.zeros(f, n, dtype=torch.bool)
     for t in range(f):
         order = sorted(range(n), key=lambda i: (sv[t][i] + sf[t][i], i))
         for i in order[: ks[t]]:
             mask[t, i] = True
-    return mask, ks
+        margins.append(_gap([sv[t][i] + sf[t][i] for i in order], ks[t]))
+    return mask, ks, min(margins)
+
+
+def _gap(ascending: list[float], k: int) -> float:
+    """Gap between the k-th and (k+1)-th smallest values (inf when all or none are kept)."""
+    return ascending[k] - ascending[k - 1] if 0 < k < len(ascending) else math.inf
 
 
 def uniform_indices(n: int, k: int) -> list[int]:

@@ -1,7 +1,7 @@
 """VidCom2 against the independent float64 reference (tests/vidcom2/reference.py), on random and structured inputs."""
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import vidcom2
@@ -30,7 +30,11 @@ def _video(f, n, d, seed, structured=False):
 )
 def test_matches_reference(f, n, d, r, seed, structured):
     x = _video(f, n, d, seed, structured)
-    want, ks = ref.vidcom2_mask(x, r)
+    want, ks, margin = ref.vidcom2_mask_and_margin(x, r)
+    # two float64 computations agree except within rounding error of a decision boundary (an exact .5 budget, an
+    # exact variance or score tie): draw inputs at least 1e-9 away from one (the exact-tie rule is tested in
+    # test_budget.py and by the held-out masks)
+    assume(margin > 1e-9)
     got = vidcom2.select("vidcom2", x, r)
     assert got.dtype == torch.bool and got.shape == (f, n)
     assert got.sum(dim=1).tolist() == ks

