@@ -49,7 +49,7 @@ lint: install ## ruff check
 bench: install ## latency / memory / FLOPs of every method vs vanilla on a Qwen2-0.5B-size LLM (BENCH_ARGS="--size 7b" on GPU)
 	$(PY) -m benchmarks.bench_e2e $(BENCH_ARGS)
 
-bench-select: install ## time every method's selection on tensors; writes results/bench/select.json
+bench-select: install ## selection cost of every method on tensors + VidCom2/FCA cost growth with frames (32-256), with spreads; writes results/bench/select.json
 	$(PY) -m benchmarks.bench_select
 
 # Paper tables, sweeps and the report (docs/reporting.md). Tiny presets (tiny*) build their offline assets first.

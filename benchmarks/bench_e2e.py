@@ -21,7 +21,6 @@ something. Targets are checked and printed at the end.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import statistics
@@ -29,10 +28,24 @@ import statistics
 import torch
 
 import vidcom2
-from benchmarks.common import machine, markdown_table, sync, write_json
+from benchmarks.common import (
+    MemoryProbe,
+    Spread,
+    interleaved_times,
+    machine,
+    markdown_table,
+    noise_warning,
+    paired_ratios,
+    sync,
+    write_json,
+)
 from eval.measure import LLMShape, layer_prefill_flops
 
 SIZES = {
+    # "tiny": a smoke-test size (tests/test_bench.py), not a benchmark
+    "tiny": dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
+                           num_key_value_heads=1), vision=dict(hidden_size=32, intermediate_size=64,
+                                                               num_hidden_layers=1, num_attention_heads=2)),
     # Qwen2-0.5B (LLaVA-OV-0.5B's LLM) and Qwen2-7B (LLaVA-OV-7B's LLM); vision: tiny / SigLIP-so400m
     "0.5b": dict(text=dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                            num_key_value_heads=2), vision=dict(hidden_size=32, intermediate_size=64,
@@ -121,71 +134,36 @@ def layer_lengths(shape: LLMShape, stats) -> list[int]:
     return [stats.prompt_tokens_out] * shape.layers
 
 
-class _RssSampler:
-    """Peak resident-set growth during a call, sampled every ``interval`` s from /proc/self/statm by a thread (torch
-    kernels release the GIL). Large tensors are mmap-allocated by glibc and returned to the OS when freed, so the
-    growth of one call is visible and falls back afterwards. A sampled peak can miss spikes shorter than the interval.
-    """
-
-    def __init__(self, interval: float = 0.0005):
-        import threading
-
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * self._page
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        gc.collect()
-        self.base = self._rss()
-        self.peak = self.base
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.base
+def replicate(batch: dict, copies: int) -> dict:
+    """The same prompt and video ``copies`` times as one batch (rows identical, so no padding is needed)."""
+    out = {}
+    for key, value in batch.items():
+        out[key] = value.repeat(copies, *([1] * (value.dim() - 1))) if torch.is_tensor(value) else value
+    return out
 
 
-class _MemoryProbe:
-    """Peak memory of the enclosed call: CUDA ``max_memory_allocated`` (weights included) or the sampled process RSS;
-    ``growth`` = peak minus what was resident before the call."""
-
-    def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda"
-        self.device = device
-
-    def __enter__(self):
-        gc.collect()
-        if self.cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.sampler = _RssSampler().__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            sync(self.device)
-            self.peak = float(torch.cuda.max_memory_allocated())
-            self.growth = self.peak - self.base
-        else:
-            self.sampler.__exit__(*exc)
-            self.peak, self.growth = float(self.sampler.peak), float(self.sampler.growth)
+def measure_throughput(model, batch, args) -> list[dict]:
+    """Samples/s of greedy generation at each batch size, for vanilla and two methods (r = 0.25), interleaved
+    rounds; the per-round ratio to batch 1 of the same method is reported with its spread."""
+    batches = {b: replicate(batch, b) for b in args.batch_sizes}
+    fns = {}
+    for name in args.throughput_methods:
+        r = 1.0 if name == "none" else 0.25
+        for b in args.batch_sizes:
+            fns[(name, b)] = (lambda name=name, r=r, b=b: run_once(model, batches[b], name, r, args.new_tokens, args.frames))
+    times = interleaved_times(fns, args.repeats, 1, args.device)
+    out, table = [], []
+    for name in args.throughput_methods:
+        one = times[(name, args.batch_sizes[0])]
+        for b in args.batch_sizes:
+            per_round = Spread.of([b / t for t in times[(name, b)]])
+            gain = Spread.of([(b / t) / (args.batch_sizes[0] / t1) for t, t1 in zip(times[(name, b)], one)])
+            out.append({"method": name, "batch_size": b, "samples_per_s": per_round.as_dict(),
+                        "vs_batch1": gain.as_dict()})
+            table.append([name, b, per_round.cell(3), gain.cell(2)])
+    print(f"\nThroughput (greedy, {args.new_tokens} new tokens, r = 0.25 for methods; the same sample replicated):\n")
+    print(markdown_table(["method", "batch", "samples/s", f"vs batch {args.batch_sizes[0]}"], table))
+    return out
 
 
 def main(argv=None) -> None:
@@ -200,8 +178,13 @@ def main(argv=None) -> None:
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--scaling-frames", type=int, nargs="*", default=None,
                     help="default: 8 16 32 64 128 on CUDA, 8 16 32 on CPU")
+    ap.add_argument("--batch-sizes", type=int, nargs="*", default=None,
+                    help="throughput section: batch sizes (default 1 4 on CPU, 1 4 8 on CUDA; none to skip)")
+    ap.add_argument("--throughput-methods", nargs="*", default=["none", "vidcom2", "fastv"])
     ap.add_argument("--out", default="results/bench/latest.json")
     args = ap.parse_args(argv)
+    if args.batch_sizes is None:
+        args.batch_sizes = [1, 4, 8] if args.device.startswith("cuda") else [1, 4]
     if args.scaling_frames is None:
         args.scaling_frames = [8, 16, 32, 64, 128] if args.device.startswith("cuda") else [8, 16, 32]
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
@@ -226,7 +209,7 @@ def main(argv=None) -> None:
         for v in order:
             try:
                 if last:  # memory is sampled in the last round only (the sampler thread must not disturb timings)
-                    with _MemoryProbe(args.device) as probe:
+                    with MemoryProbe(args.device) as probe:
                         samples[v].append(run_once(model, batch, *v, args.new_tokens, args.frames))
                     memory[v] = (probe.peak, probe.growth)
                 else:
@@ -250,45 +233,58 @@ def main(argv=None) -> None:
         return statistics.median(vals) if all(x is not None for x in vals) else None
 
     base = ("none", 1.0)
-    base_prefill, base_decode = med(base, "prefill_s"), med(base, "decode_s") / args.new_tokens
+    ok = [v for v in todo if v not in failed]
+    prefill = paired_ratios({v: [s.prefill_s for s in samples[v]] for v in ok}, base)
+    decode = paired_ratios({v: [s.decode_s for s in samples[v]] for v in ok}, base)
+    base_prefill = med(base, "prefill_s")
     base_lengths = layer_lengths(shape, samples[base][0])
     base_flops = sum(layer_prefill_flops(shape, n) for n in base_lengths)
     base_causal = sum(causal_prefill_flops(shape, n) for n in base_lengths)
     base_mem, base_growth = memory[base]
     rows, table = [], []
-    for v in [v for v in todo if v not in failed]:
+    for v in ok:
         name, r = v
         s0 = samples[v][0]
         lengths = layer_lengths(shape, s0)
-        flops = sum(layer_prefill_flops(shape, n) for n in lengths)
+        flops_ratio = sum(layer_prefill_flops(shape, n) for n in lengths) / base_flops
         causal_ratio = sum(causal_prefill_flops(shape, n) for n in lengths) / base_causal
+        at_limit = Spread(prefill[v].min / flops_ratio, prefill[v].median / flops_ratio, prefill[v].max / flops_ratio)
+        at_causal = Spread(prefill[v].min / causal_ratio, prefill[v].median / causal_ratio,
+                           prefill[v].max / causal_ratio)  # fmt: skip
         mem, growth = memory[v]
-        prefill_ratio = med(v, "prefill_s") / base_prefill
-        flops_ratio = flops / base_flops
         row = {
             "method": name, "retention_ratio": r,
             "visual_tokens_in": s0.visual_tokens_in, "visual_tokens_out": s0.visual_tokens_out,
             "visual_tokens_layer_avg": s0.visual_tokens_layer_avg,
             "prefill_s": med(v, "prefill_s"), "decode_per_token_s": med(v, "decode_s") / args.new_tokens,
             "compression_s": med(v, "compression_s"),
-            "prefill_ratio": prefill_ratio, "flops_ratio": flops_ratio, "at_limit": prefill_ratio / flops_ratio,
-            "flops_causal_ratio": causal_ratio, "at_limit_causal": prefill_ratio / causal_ratio,
+            "prefill_ratio": prefill[v].median, "prefill_ratio_spread": prefill[v].as_dict(),
+            "flops_ratio": flops_ratio, "at_limit": at_limit.median, "at_limit_spread": at_limit.as_dict(),
+            "flops_causal_ratio": causal_ratio, "at_limit_causal": at_causal.median,
+            "at_limit_causal_spread": at_causal.as_dict(),
             "prompt_tokens_in": s0.prompt_tokens_in, "visual_tokens_per_layer": s0.visual_tokens_per_layer,
-            "decode_ratio": (med(v, "decode_s") / args.new_tokens) / base_decode,
+            "decode_ratio": decode[v].median, "decode_ratio_spread": decode[v].as_dict(),
             "peak_mem_bytes": mem, "peak_mem_ratio": mem / base_mem if base_mem else None,
             "peak_mem_growth_bytes": growth, "peak_mem_growth_ratio": growth / base_growth if base_growth else None,
             "select_overhead_frac": (med(v, "compression_s") or 0.0) / base_prefill,
         }
         rows.append(row)
         table.append([name, f"{r:.2f}", f"{row['visual_tokens_out']}/{row['visual_tokens_in']}",
-                      f"{prefill_ratio:.3f}", f"{flops_ratio:.3f}", f"{row['at_limit']:.2f}", f"{row['at_limit_causal']:.2f}", f"{row['decode_ratio']:.3f}",
+                      prefill[v].cell(), f"{flops_ratio:.3f}", at_limit.cell(2), at_causal.cell(2), decode[v].cell(),
                       f"{row['peak_mem_ratio']:.3f}" if row["peak_mem_ratio"] else "–",
                       f"{row['peak_mem_growth_ratio']:.3f}" if row["peak_mem_growth_ratio"] else "–",
                       f"{row['select_overhead_frac']:.4f}"])
     none_overhead = statistics.median(none_times) / statistics.median(bare_times) - 1
-    print("\nVs vanilla (method none). at_limit = prefill_ratio / flops_ratio (1.0 = latency falls as much as compute).\n")
+    print("\nVs vanilla (method none), each ratio as median (min-max) of the per-round ratios over "
+          f"{args.repeats} rounds; ! = spread > 10%. at_limit = prefill_ratio / flops_ratio (1.0 = latency falls as "
+          "much as compute).\n")
     print(markdown_table(["method", "r", "visual tokens", "prefill", "FLOPs", "at_limit", "at_limit (causal)", "decode/token",
                           "peak mem", "activation mem", "select overhead"], table))
+    spreads = [prefill[v] for v in ok if v != base] + [decode[v] for v in ok if v != base]
+    if (warning := noise_warning(spreads, "prefill/decode ratios")) is not None:
+        print(f"\n{warning}")
+
+    throughput = measure_throughput(model, batch, args) if args.batch_sizes else []
 
     scaling = []
     if args.scaling_frames:
@@ -327,7 +323,9 @@ def main(argv=None) -> None:
         "machine": {**machine(args.device), "size": args.size, "dtype": str(dtype), "frames": args.frames,
                     "repeats": args.repeats, "new_tokens": args.new_tokens, "pid": os.getpid()},
         "rows": rows, "failed": [{"method": v[0], "retention_ratio": v[1], "error": e} for v, e in failed.items()],
-        "none_vs_bare_overhead": none_overhead, "scaling": scaling,
+        "none_vs_bare_overhead": none_overhead, "scaling": scaling, "throughput": throughput,
+        "noise": {"threshold": 0.10, "noisy_ratios": sum(x.noisy for x in spreads), "ratios": len(spreads),
+                  "warning": warning},
         "targets": [{"target": c, "measured": v, "met": ok} for c, v, ok in checks],
     })
     print(f"\nwrote {args.out}")

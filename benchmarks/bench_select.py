@@ -1,19 +1,31 @@
 """Selection cost of every method on tensors (no model): `make bench-select`.
 
 Times ``vidcom2.apply`` per method on LLaVA-OV-like ([32, 196, 3584]) and LLaVA-Video-like ([64, 169, 3584]) inputs,
-and VidCom2 against the frame count (8 ... 256 frames of 196 tokens). Medians of interleaved repeats after a
-warm-up. Writes results/bench/select.json and prints Markdown tables. A benchmark, not a test: numbers depend on the
+and VidCom2's selection and FCA's budgets against the frame count (32 ... 256 frames of 196 tokens: time, activation
+memory, growth per doubling, ratio to one read of the features). Every figure is the median of interleaved rounds
+after a warm-up, printed with its min-max spread; spreads over 10% are flagged and a noisy machine is warned about. Writes results/bench/select.json and prints Markdown tables. A benchmark, not a test: numbers depend on the
 machine; compare ratios from one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 
 import vidcom2
-from benchmarks.common import interleaved_medians, machine, markdown_table, write_json
+from benchmarks.common import (
+    MemoryProbe,
+    Spread,
+    interleaved_times,
+    machine,
+    markdown_table,
+    noise_warning,
+    paired_ratios,
+    write_json,
+)
+from vidcom2.budget import frame_budgets
 
 
 def _inputs(f, n, d, device, dtype, seed=0):
@@ -36,40 +48,90 @@ def _call(name, x, scores, keys, ratio):
     return lambda: vidcom2.apply(name, x, ratio, **kw)
 
 
+LAYOUTS = {"llava_ov": (32, 196), "llava_video": (64, 169)}
+
+
+def _method_table(args, dtype, rows) -> list:
+    spreads = []
+    for label in args.layouts:
+        f, n = LAYOUTS[label]
+        x, s, k = _inputs(f, n, args.dim, args.device, dtype)
+        fns = {m: _call(m, x, s, k, args.ratio) for m in vidcom2.list_methods()}
+        times = interleaved_times(fns, args.repeats, args.warmup, args.device)
+        vs = paired_ratios(times, "vidcom2")
+        table = []
+        for m, ts in times.items():
+            sec = Spread.of([t * 1e3 for t in ts])
+            rows.append({"layout": f"{label} [{f},{n}]", "frames": f, "tokens_per_frame": n, "method": m,
+                         "seconds": sec.median / 1e3, "ms_spread": sec.as_dict(), "vs_vidcom2": vs[m].as_dict()})
+            table.append([label, m, sec.cell(2), vs[m].cell(2)])
+            spreads.append(vs[m])
+        print(f"\nSelection time per video [{f},{n},{args.dim}], r={args.ratio}, {args.dtype} on {args.device}; "
+              f"median (min-max) over {args.repeats} rounds, ! = spread > 10%:\n")
+        print(markdown_table(["layout", "method", "ms", "vs vidcom2 (paired)"], table))
+    return spreads
+
+
+def _growth_table(args, dtype) -> tuple[list[dict], list]:
+    """VidCom2's whole selection and FCA's budgets alone against the frame count: time, activation memory, the
+    growth factor per doubling of frames, and the ratio to one read of the features (a memory-bandwidth floor)."""
+    fns, probes = {}, {}
+    for f in args.growth_frames:
+        x, _, _ = _inputs(f, 196, args.dim, args.device, dtype, seed=f)
+        fns[("vidcom2", f)] = (lambda x=x: vidcom2.apply("vidcom2", x, args.ratio))
+        fns[("fca", f)] = (lambda x=x: frame_budgets(x, args.ratio, "fca"))
+        fns[("read", f)] = (lambda x=x: x.sum())
+    times = interleaved_times(fns, args.repeats, args.warmup, args.device)
+    for key, fn in fns.items():
+        if key[0] != "read":
+            with MemoryProbe(args.device) as probe:
+                fn()
+            probes[key] = probe.growth
+    out, table, spreads = [], [], []
+    for what in ("vidcom2", "fca"):
+        prev = None
+        for f in args.growth_frames:
+            sec = Spread.of(times[(what, f)])
+            floor = statistics.median(times[("read", f)])
+            doubling = prev is not None and f == 2 * prev[0]
+            growth = sec.median / prev[1] if doubling else None
+            out.append({"what": what, "frames": f, "tokens": f * 196, "seconds": sec.as_dict(),
+                        "peak_mem_growth_bytes": probes[(what, f)], "growth_per_doubling": growth,
+                        "vs_one_read_of_features": sec.median / floor})
+            table.append([what, f, f * 196, Spread.of([t * 1e3 for t in times[(what, f)]]).cell(2),
+                          f"{probes[(what, f)] / 2**20:.1f}", f"{growth:.2f}" if growth else "–",
+                          f"{sec.median / floor:.1f}"])
+            spreads.append(sec)
+            prev = (f, sec.median)
+    print(f"\nSelection cost vs frame count (196 tokens per frame, D={args.dim}, r={args.ratio}; activation memory: "
+          "CUDA allocator peak or sampled RSS growth; 'vs one read' = time / time of x.sum()):\n")
+    print(markdown_table(["selection", "frames", "tokens", "ms", "activation MiB", "x per doubling", "vs one read"],
+                         table))
+    return out, spreads
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--ratio", type=float, default=0.25)
     ap.add_argument("--dim", type=int, default=3584, help="hidden size (3584 = Qwen2-7B, the LLaVA-OV/Video LLM)")
-    ap.add_argument("--frames", type=int, nargs="+", default=[8, 32, 128, 256])
+    ap.add_argument("--layouts", nargs="*", default=list(LAYOUTS), choices=list(LAYOUTS),
+                    help="per-method tables (none: skip)")
+    ap.add_argument("--growth-frames", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--out", default="results/bench/select.json")
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
-    rows, table = [], []
-    for label, (f, n) in {"llava_ov [32,196]": (32, 196), "llava_video [64,169]": (64, 169)}.items():
-        x, s, k = _inputs(f, n, args.dim, args.device, dtype)
-        fns = {m: _call(m, x, s, k, args.ratio) for m in vidcom2.list_methods()}
-        med = interleaved_medians(fns, args.repeats, args.warmup, args.device)
-        for m, sec in med.items():
-            rows.append({"layout": label, "frames": f, "tokens_per_frame": n, "method": m, "seconds": sec})
-            table.append([label, m, f"{sec * 1e3:.2f}", f"{sec / med['vidcom2']:.2f}"])
-    print(f"\nSelection time per video, r={args.ratio}, D={args.dim}, {args.dtype} on {args.device}:\n")
-    print(markdown_table(["layout", "method", "ms (median)", "vs vidcom2"], table))
-    scaling = []
-    fns = {}
-    for f in args.frames:
-        x, _, _ = _inputs(f, 196, args.dim, args.device, dtype, seed=f)
-        fns[f] = (lambda x=x: vidcom2.apply("vidcom2", x, args.ratio))
-    med = interleaved_medians(fns, args.repeats, args.warmup, args.device)
-    for f in args.frames:
-        rows.append({"layout": "scaling", "frames": f, "tokens_per_frame": 196, "method": "vidcom2", "seconds": med[f]})
-        scaling.append([f, f * 196, f"{med[f] * 1e3:.2f}", f"{med[f] / med[args.frames[0]]:.2f}"])
-    print("\nVidCom2 vs frame count (196 tokens per frame):\n")
-    print(markdown_table(["frames", "tokens", "ms (median)", f"vs {args.frames[0]} frames"], scaling))
-    write_json(args.out, {"machine": machine(args.device), "args": vars(args), "rows": rows})
+    rows: list[dict] = []
+    spreads = _method_table(args, dtype, rows)
+    growth, more = _growth_table(args, dtype)
+    warning = noise_warning(spreads + more, "timings")
+    if warning:
+        print(f"\n{warning}")
+    write_json(args.out, {"machine": machine(args.device), "args": vars(args), "rows": rows, "growth": growth,
+                          "noise_warning": warning})
     print(f"\nwrote {args.out}")
 
 
