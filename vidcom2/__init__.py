@@ -10,6 +10,7 @@ Model API (HF transformers 5.x video LLMs)::
         model.generate(**inputs)
 """
 
+import vidcom2.methods  # noqa: F401  (registers the built-in methods; the registry itself imports none)
 from vidcom2.api import apply, select
 from vidcom2.budget import check_ratio, count, frame_budgets
 from vidcom2.compress import compress as compress  # binds the name over the submodule vidcom2.compress
@@ -31,10 +32,3 @@ __all__ = [
     "__version__",
 ]
 
-
-def __getattr__(name):  # the model API imports transformers: load it only when asked for
-    if name == "compress":
-        from vidcom2.compress import compress
-
-        return compress
-    raise AttributeError(f"module 'vidcom2' has no attribute {name!r}")

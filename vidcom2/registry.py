@@ -3,6 +3,10 @@
 A method is a frozen dataclass whose fields are its hyper-parameters and whose ``__call__`` maps
 ``features [F, N, D]`` and a ``retention_ratio`` to a :class:`~vidcom2.types.Selection`. The registered name is
 the method's id everywhere (module file, Hydra config, results folder).
+
+The registry imports no method: the package ``vidcom2/__init__`` imports :mod:`vidcom2.methods`, which registers the
+built-in methods (as timm's package init does), so any import of ``vidcom2.registry`` sees them, and the import
+graph runs one way (methods -> registry).
 """
 
 from __future__ import annotations
@@ -32,11 +36,6 @@ def register(cls: T) -> T:
     return cls
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers the built-in methods (no other side effect).
-    import vidcom2.methods  # noqa: F401
-
-
 def did_you_mean(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -45,12 +44,10 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 def list_methods(stage: str | None = None) -> list[str]:
     """Names of all registered methods (optionally only those of one ``stage``), sorted."""
-    _ensure_loaded()
     return sorted(n for n, c in _METHODS.items() if stage is None or c.info.stage == stage)
 
 
 def method_class(name: str) -> type:
-    _ensure_loaded()
     if not isinstance(name, str) or name not in _METHODS:
         raise KeyError(f"unknown method {name!r}.{did_you_mean(str(name), list(_METHODS))}")
     return _METHODS[name]
