@@ -110,6 +110,39 @@ def _growth_table(args, dtype) -> tuple[list[dict], list]:
     return out, spreads
 
 
+def _vs_official(args, dtype) -> tuple[list[dict], list]:
+    """VidCom2's selection (default = the official operations' results; ``fast``) against the official function's
+    operations on the same input, plus a memory-bandwidth floor (one read of the features). Kept tokens are
+    gathered in every variant, as the official function returns them."""
+    from benchmarks.official_vidcom2 import official_select
+
+    f, n = LAYOUTS["llava_ov"]
+    x, _, _ = _inputs(f, n, args.dim, args.device, dtype)
+    fast = vidcom2.get_method("vidcom2", fast=True) if "fast" in vidcom2.registry.hparam_names("vidcom2") else None
+
+    def gathered(method):
+        return lambda: x.reshape(f * n, -1)[method(x, args.ratio).keep.reshape(-1)]
+
+    fns = {"official": lambda: official_select(x, args.ratio), "vidcom2": gathered(vidcom2.get_method("vidcom2")),
+           "read": lambda: x.sum()}
+    if fast is not None:
+        fns["vidcom2 fast"] = gathered(fast)
+    times = interleaved_times(fns, args.repeats, args.warmup, args.device)
+    speed = {k: Spread.of([o / t for o, t in zip(times["official"], v)]) for k, v in times.items()}
+    floor = {k: Spread.of([t / r for t, r in zip(v, times["read"])]) for k, v in times.items()}
+    rows, table = [], []
+    for k in fns:
+        if k == "read":
+            continue
+        rows.append({"variant": k, "ms": statistics.median(times[k]) * 1e3, "speed_vs_official": speed[k].as_dict(),
+                     "times_one_read": floor[k].as_dict()})
+        table.append([k, f"{statistics.median(times[k]) * 1e3:.1f}", speed[k].cell(2), floor[k].cell(1)])
+    print(f"\nVidCom2 selection vs the official function's operations, [{f},{n},{args.dim}] {args.dtype} on "
+          f"{args.device}, r={args.ratio} (paired per round; 'x one read' = time / time of one read of the features):\n")
+    print(markdown_table(["variant", "ms (median)", "speed vs official", "x one read"], table))
+    return rows, [speed[k] for k in fns if k not in ("read", "official")]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -121,17 +154,20 @@ def main(argv=None) -> None:
     ap.add_argument("--layouts", nargs="*", default=list(LAYOUTS), choices=list(LAYOUTS),
                     help="per-method tables (none: skip)")
     ap.add_argument("--growth-frames", type=int, nargs="+", default=[32, 64, 128, 256])
+    ap.add_argument("--no-official", dest="official", action="store_false",
+                    help="skip the comparison with the official function's operations")
     ap.add_argument("--out", default="results/bench/select.json")
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     rows: list[dict] = []
     spreads = _method_table(args, dtype, rows)
     growth, more = _growth_table(args, dtype)
-    warning = noise_warning(spreads + more, "timings")
+    official, more2 = _vs_official(args, dtype) if args.official else ([], [])
+    warning = noise_warning(spreads + more + more2, "timings")
     if warning:
         print(f"\n{warning}")
     write_json(args.out, {"machine": machine(args.device), "args": vars(args), "rows": rows, "growth": growth,
-                          "noise_warning": warning})
+                          "vs_official": official, "noise_warning": warning})
     print(f"\nwrote {args.out}")
 
 

@@ -67,4 +67,19 @@ def test_bench_select_growth_table(tmp_path, capsys):
     assert growth[0]["growth_per_doubling"] is None and growth[1]["growth_per_doubling"] > 0
     assert {g["what"] for g in data["growth"]} == {"vidcom2", "fca"}
     assert all(g["peak_mem_growth_bytes"] >= 0 for g in data["growth"])
+    assert [v["variant"] for v in data["vs_official"]][:2] == ["official", "vidcom2"]
+    assert data["vs_official"][0]["speed_vs_official"]["median"] == 1.0
     assert "per doubling" in capsys.readouterr().out
+
+
+def test_official_operations_keep_what_vidcom2_keeps():
+    # the bench's re-expression of the official function and the library select the same tokens (fp32, no ties)
+    import torch
+
+    import vidcom2
+    from benchmarks.official_vidcom2 import official_select
+
+    x = torch.randn(6, 49, 32, generator=torch.Generator().manual_seed(4))
+    for r in (0.1, 0.25, 0.5):
+        keep = vidcom2.select("vidcom2", x, r)
+        assert torch.equal(official_select(x, r), x.reshape(-1, 32)[keep.reshape(-1)])
