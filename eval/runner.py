@@ -156,9 +156,9 @@ def prepare(c: dict, w: distributed.World):
     validate.check_compatible(p.meta["family"], p.method, c.get("position_mode"), p.hparams, p.ratio, pretrained)
     validate.check_pretrained(pretrained, bool(p.meta["random_weights"]))
     validate.check_checkpoint_family(p.meta["family"], pretrained)
-    validate.check_hub_weights(pretrained, bool(p.meta["random_weights"]))
     validate.check_task_files(bench)
     validate.check_data(bench)
+    validate.check_hub_weights(pretrained, bool(p.meta["random_weights"]))
     return p, mirror, False
 
 
