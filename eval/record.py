@@ -177,9 +177,12 @@ def record_identity(record: dict) -> dict:
     """A record's identity: stored (schema 2) or rebuilt from its config, hyper-parameters and ratio (schema 1)."""
     if "identity" in record:
         return record["identity"]
-    device = str((record.get("config") or {}).get("device") or "")
+    device = str((record.get("config") or {}).get("device") or "auto")
+    if device == "auto":  # the device it resolved to: env.device is "cpu (...)" or the GPU's name
+        ran_on = str((record.get("env") or {}).get("device") or "")
+        device = "cpu" if ran_on.startswith("cpu") else "mps" if ran_on.startswith("mps") else "cuda" if ran_on else ""
     return identity(record.get("config") or {}, record.get("hparams") or {}, record["retention_ratio"],
-                    device.split(":")[0] if device and device != "auto" else None)  # fmt: skip
+                    device.split(":")[0] or None)  # fmt: skip
 
 
 def _jsonable(x):
