@@ -35,7 +35,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 SCHEMA_VERSION = 2
@@ -119,7 +119,7 @@ def run_dir(results_dir: str | Path, benchmark: str, model: str, method: str, re
     r = 1.0 if method == "none" else float(retention_ratio)
     for key, name in (("benchmark.name", benchmark), ("model.name", model), ("method.name", method)):
         check_name(key, name)
-    if not re.fullmatch(r"[0-9a-f]{%d}" % HASH_LEN, str(ident_hash)):
+    if not re.fullmatch(rf"[0-9a-f]{{{HASH_LEN}}}", str(ident_hash)):
         raise ValueError(f"identity hash {ident_hash!r} is not {HASH_LEN} hex digits")
     root = Path(results_dir)
     path = root / benchmark / model / method / ratio_label(r) / f"seed{int(seed)}-{ident_hash}"
@@ -141,7 +141,7 @@ def find_records(results_dir: str | Path, benchmark: str, model: str, method: st
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def validate(record: dict) -> None:
