@@ -1,6 +1,8 @@
 """Run records -> one tidy DataFrame -> the paper's tables (Markdown, CSV, LaTeX) and plots.
 
-Reads only ``record.json`` files (docs/record_schema.md, schema 1); wandb is never consulted. Tables follow the
+Reads only ``record.json`` files (docs/record_schema.md, schemas 1 and 2); wandb is never consulted. A record
+that does not load is named and skipped (exit status 3); runs whose identities differ in anything but the seed
+are never averaged (:func:`split_variants`). Tables follow the
 VidCom2 paper's layout: rows method x retention ratio (vanilla first), columns MVBench, LongVideoBench, MLVU,
 VideoMME overall/short/medium/long, Avg. and average relative accuracy (rules in ``eval/paper.py``). Missing cells
 print as "–". Usage: ``vtc-report --help`` and docs/reporting.md.
@@ -30,6 +32,7 @@ RANDOM_NOTE = (
 GROUP = ["model_key", "frames"]
 ROW = ["method", "retention_ratio"]
 LATENCY_PARTS = ("vision_encoder", "compression", "prefill", "decode")
+SKIPPED_EXIT = 3  # the report was written, but some records could not be read
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Table:
 
 
 def find_records(root: Path) -> list[Path]:
-    """Every ``record.json`` below ``root``, sorted (the layout is benchmark/model/method/r<ratio>/seed<seed>)."""
+    """Every ``record.json`` below ``root``, sorted (layout benchmark/model/method/r<ratio>/seed<seed>-<hash>)."""
     return sorted(Path(root).rglob("record.json"))
 
 
@@ -68,8 +71,55 @@ def load_record(path: Path) -> dict:
     try:
         record.validate(data)
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not a schema-1 run record: {err} (see docs/record_schema.md)") from err
+        raise ValueError(f"{path}: not a run record of schema {record.READABLE_VERSIONS}: {err} "
+                         "(see docs/record_schema.md)") from err
     return {**data, "_path": str(path)}
+
+
+def load_records(paths: list[Path], keep=None) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """The records of ``paths`` that load (``keep(path)``: a filter applied before reading); a bad record is
+    skipped and returned with the reason, never aborting the others."""
+    records, skipped = [], []
+    for path in paths:
+        if keep is not None and not keep(path):
+            continue
+        try:
+            records.append(load_record(path))
+        except (OSError, ValueError) as err:
+            skipped.append((path, str(err)))
+    return records, skipped
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flat(v, key) if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+CELL = ["model_key", "frames", "benchmark", "method", "retention_ratio"]
+
+
+def split_variants(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Runs of one table cell (model, frames, benchmark, method, ratio) whose identities differ in anything but
+    the seed become separate rows: ``method`` gets the differing settings, e.g. ``vidcom2 [limit=2]`` (the bare
+    name stays in ``method_base``). Returns the frame and one note per split cell saying what differs."""
+    runs = runs.copy()
+    runs["method_base"] = runs["method"]
+    notes = []
+    for key, cell in runs.groupby(CELL, sort=False):
+        if cell["identity_key"].nunique() < 2:
+            continue
+        flats = {k: _flat(json.loads(v)) for k, v in zip(cell["identity_key"], cell["identity_json"])}
+        keys = sorted({k for f in flats.values() for k in f})
+        differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1]
+        for ident, f in flats.items():
+            label = ", ".join(f"{k}={json.dumps(f.get(k))}" for k in differ)
+            runs.loc[cell.index[cell["identity_key"] == ident], "method"] = f"{key[3]} [{label}]"
+        notes.append(f"{key[3]} at {fmt_ratio(key[4])} on {key[2]} ({key[0]}, {key[1]} frames): runs differ in "
+                     f"{', '.join(differ)} besides the seed; shown as separate rows, never averaged.")
+    return runs, notes
 
 
 def _get(mapping: dict | None, *keys: str) -> float:
@@ -89,8 +139,11 @@ def run_row(rec: dict) -> dict:
         raise ValueError(f"{rec['_path']}: benchmark_kind {kind!r} is not one of {sorted(paper.KIND_COLUMN)}")
     acc, eff = rec["accuracy"] or {}, rec["efficiency"] or {}
     n = float(rec["n_samples"] or 0)
+    ident = record.without_seed(record.record_identity(rec))
     row = {
         "path": rec["_path"],
+        "identity_key": record.identity_hash(ident),
+        "identity_json": json.dumps(ident, sort_keys=True),
         "benchmark": rec["benchmark"],
         "benchmark_kind": kind,
         "model": rec["model"],
@@ -478,10 +531,11 @@ def to_latex(table: Table) -> str:
 def write_tables(tables: list[Table], out_dir: Path, stem: str) -> list[Path]:
     """``<stem>.md``, ``<stem>.csv`` (numeric, tidy: one frame for all groups) and ``<stem>.tex``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    record.clean_stale_temps(out_dir)  # temp files of a report killed mid-write
     paths = [out_dir / f"{stem}.{ext}" for ext in ("md", "csv", "tex")]
-    paths[0].write_text("\n".join(to_markdown(t) for t in tables))
-    pd.concat([t.data for t in tables], ignore_index=True).to_csv(paths[1], index=False)
-    paths[2].write_text("\n".join(to_latex(t) for t in tables))
+    record.write_text(paths[0], "\n".join(to_markdown(t) for t in tables))
+    record.write_text(paths[1], pd.concat([t.data for t in tables], ignore_index=True).to_csv(index=False))
+    record.write_text(paths[2], "\n".join(to_latex(t) for t in tables))
     return paths
 
 
@@ -503,7 +557,8 @@ def build(
     under ``out_dir``.
     """
     methods = paper.load_methods()
-    runs = runs_frame(records)
+    runs, variant_notes = split_variants(runs_frame(records))
+    rows = _with_variants(rows, runs)
     agg = aggregate_seeds(runs)
     wide = accuracy_wide(agg)
     groups = list(dict.fromkeys(zip(wide["model_key"], wide["frames"])))
@@ -541,14 +596,27 @@ def build(
     if (note := env.drift([r.get("env") or {} for r in records])) is not None:
         print(f"vtc-report: warning: {note}", file=sys.stderr)
         parts.append(f"> Warning: {note}.\n")
+    parts += [f"> {note}\n" for note in variant_notes]
     for stem, tables in sections:
         if tables:
             write_tables(tables, out_dir, stem)
             parts += [to_markdown(t) for t in tables]
     text = "\n".join(parts)
-    (out_dir / "report.md").write_text(text)
-    runs.to_csv(out_dir / "runs.csv", index=False)
+    record.write_text(out_dir / "report.md", text)
+    record.write_text(out_dir / "runs.csv", runs.to_csv(index=False))
     return text
+
+
+def _with_variants(rows: list[Row] | None, runs: pd.DataFrame) -> list[Row] | None:
+    """A preset's rows with each split cell's variants in place of the bare method (see :func:`split_variants`)."""
+    if rows is None:
+        return None
+    out = []
+    for row in rows:
+        sel = runs[(runs["method_base"] == row.method) & (runs["retention_ratio"] == row.retention_ratio)]
+        names = sorted(set(sel["method"]) - {row.method})
+        out += [Row(name, row.retention_ratio, row.status) for name in names] or [row]
+    return out
 
 
 def _slug(text: str) -> str:
@@ -575,12 +643,14 @@ def main(argv: list[str] | None = None) -> int:
         preset = paper.load_preset("sweep" if args.sweep else "experiment", args.sweep or args.experiment)
     name = preset.name if preset else "all"
     paths = find_records(args.runs)
-    records = [load_record(p) for p in paths]
     models = set(args.model or ([preset.model] if preset else []))
     benchmarks = set(args.benchmark or (preset.benchmarks if preset else []))
+    records, skipped = load_records(paths, keep=lambda p: _path_matches(p, args.runs, models, benchmarks))
     records = [r for r in records if (not models or r["model"] in models)
                and (not benchmarks or r["benchmark"] in benchmarks)
                and (preset is None or preset.frames is None or r["frames"] == preset.frames)]  # fmt: skip
+    for path, why in skipped:
+        print(f"vtc-report: skipped {path}: {why}", file=sys.stderr)
     if not records:
         where = f" matching {name}" if preset else ""
         print(f"vtc-report: no run records{where} under {args.runs} ({len(paths)} found in all). Run the "
@@ -600,7 +670,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(text)
     print(f"vtc-report: tables in {out}/", file=sys.stderr)
+    if skipped:
+        print(f"vtc-report: {len(skipped)} bad record(s) skipped (named above); the tables leave them out",
+              file=sys.stderr)
+        return SKIPPED_EXIT
     return 0
+
+
+def _path_matches(path: Path, root: Path, models: set, benchmarks: set) -> bool:
+    """The filters on the record's path (``<benchmark>/<model>/...`` under ``root``), before it is read; a record
+    outside that layout is read and filtered by its content."""
+    parts = Path(path).relative_to(root).parts
+    if len(parts) < 6:
+        return True
+    return (not benchmarks or parts[0] in benchmarks) and (not models or parts[1] in models)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """One run, from a resolved config to a written record: validate, skip if finished, evaluate, measure, write.
 
-Order matters: every check that can fail without weights (ratio, method and hyper-parameters, model/method pair,
-checkpoint folder, videos) runs before the model loads; the record is written last and atomically, after the
-per-sample log, so a record on disk always means a finished run. Any failure raises (Hydra then exits non-zero;
+Order matters: every check that can fail without weights runs before the model loads (:func:`prepare`: types and
+ranges of every key, names and ``_target_`` allowlists, ratio, method and hyper-parameters, device, results folder,
+logger, model/method pair, checkpoint and its architecture, task files, videos). The run's identity (its resolved,
+result-affecting configuration, :func:`eval.record.identity`) names its record folder, so a rerun skips only an
+identical run. The record is written last and atomically, after the per-sample log, so a record on disk always
+means a finished run. Any failure raises (Hydra then exits non-zero;
 in a multirun the other jobs still run and keep their records).
 """
 
@@ -12,6 +15,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from eval import accuracy, distributed, measure, record, validate
@@ -47,7 +51,9 @@ def load_model(init: dict, *, method: str, ratio: float, seed: int, hparams: dic
     lm = _LOADED.get(key)
     if lm is None:
         _LOADED.clear()  # at most one model in memory
-        cls = get_class(init["_target_"])
+        from eval.models import WRAPPERS
+
+        cls = get_class(validate.check_target("model._target_", init["_target_"], tuple(WRAPPERS.values())))
         kwargs = {k: v for k, v in init.items() if k != "_target_"}
         lm = cls(method=method, retention_ratio=ratio, seed=seed, hparams=hparams, warmup=warmup, device=device,
                  progress=progress, position_mode=position_mode, **kwargs)
@@ -84,27 +90,85 @@ def run(cfg) -> Path:
     Under ``accelerate launch`` / ``torchrun`` every process runs this on its shard of the documents and rank 0
     writes the record (:mod:`eval.distributed`); a failure in any process ends the whole launch.
     """
-    c = _plain(cfg)
+    c = resolved(cfg)
     w = distributed.world()
+    validate.check_root(c)
     # the tiny tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable
     with distributed.fail_fast(w), env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())):
         return _run(c, w)
 
 
-def _run(c: dict, w: distributed.World) -> Path:
+def resolved(cfg) -> dict:
+    """The config as plain containers; an interpolation that cannot resolve is a :class:`ConfigError` naming its key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return _plain(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise validate.ConfigError(f"{key}: {first}; fix the value of {key} (or the environment it reads)") from None
+
+
+@dataclass
+class Plan:
+    """What one run is, decided before anything heavy: identity, record path, the checked settings."""
+
+    meta: dict
+    init: dict
+    method: str
+    ratio: float
+    hparams: dict
+    device_kind: str
+    identity: dict
+    identity_hash: str
+    path: Path
+
+
+def plan(c: dict) -> Plan:
+    """Check every harness key and derive the run's identity and record path (no model, no data touched)."""
+    validate.check_root(c)
+    validate.check_model_group(c["model"])
     meta, init = split_model_cfg(c["model"])
-    bench, method_cfg = c["benchmark"], c["method"]
-    method = method_cfg["name"]
+    method = c["method"]["name"]
     ratio = validate.check_ratio(method, c["retention_ratio"])
-    hparams = validate.method_hparams(method_cfg, c.get("budget"))
-    path = record.record_path(c["results_dir"], bench["name"], meta["name"], method, ratio, c["seed"])
-    if path.exists() and not c.get("force") and record.is_finished(path):
-        if w.main:
-            print(f"[skip] {path} exists (finished); force=true redoes it")
-        return path
-    validate.check_compatible(meta["family"], method, c.get("position_mode"), hparams, ratio, str(init["pretrained"]))
-    validate.check_pretrained(str(init["pretrained"]), bool(meta["random_weights"]))
+    hparams = validate.method_hparams(c["method"], c.get("budget"))
+    device_kind = validate.check_device(c["device"])
+    ident = record.identity(c, hparams, ratio, device_kind)
+    h = record.identity_hash(ident)
+    try:
+        path = record.record_path(c["results_dir"], c["benchmark"]["name"], meta["name"], method, ratio, c["seed"], h)
+    except ValueError as e:
+        raise validate.ConfigError(str(e)) from None
+    return Plan(meta, init, method, ratio, hparams, device_kind, ident, h, path)
+
+
+def prepare(c: dict, w: distributed.World):
+    """Every check that can fail without weights, in order; returns (plan, logger or None, skip?)."""
+    p = plan(c)
+    bench, pretrained = c["benchmark"], str(p.init["pretrained"])
+    validate.check_results_dir(c["results_dir"])
+    mirror = validate.build_logger(c.get("logger"))  # before the evaluation: a rerun would skip and never mirror
+    if w.main:
+        record.clean_stale_temps(p.path.parent)  # temp files of writers killed in an earlier run
+    if p.path.exists() and not c.get("force") and record.is_finished(p.path, p.identity_hash):
+        return p, mirror, True
+    validate.check_compatible(p.meta["family"], p.method, c.get("position_mode"), p.hparams, p.ratio, pretrained)
+    validate.check_pretrained(pretrained, bool(p.meta["random_weights"]))
+    validate.check_checkpoint_family(p.meta["family"], pretrained)
+    validate.check_task_files(bench)
     validate.check_data(bench)
+    validate.check_hub_weights(pretrained, bool(p.meta["random_weights"]))
+    return p, mirror, False
+
+
+def _run(c: dict, w: distributed.World) -> Path:
+    p, mirror, skip = prepare(c, w)
+    bench, path, method, ratio, hparams = c["benchmark"], p.path, p.method, p.ratio, p.hparams
+    if skip:
+        if w.main:
+            print(f"[skip] {path} exists (finished, same identity); force=true redoes it")
+        return path
     os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # before any qwen-vl-utils import (spec section 1)
 
     from eval.evaluate import run_tasks
@@ -113,12 +177,12 @@ def _run(c: dict, w: distributed.World) -> Path:
     device = distributed.process_device(resolve_device(c["device"]), w)
     distributed.prepare_backend(device, w)
     t0 = time.perf_counter()
-    lm = load_model(init, method=method, ratio=ratio, seed=c["seed"], hparams=hparams, warmup=c["warmup"], device=device,
-                    progress=c.get("progress", True), position_mode=c.get("position_mode"))
+    lm = load_model(p.init, method=method, ratio=ratio, seed=c["seed"], hparams=hparams, warmup=c["warmup"],
+                    device=device, progress=c.get("progress", True), position_mode=c.get("position_mode"))
     measure.reset_peak_memory()  # CUDA peak = weights + this run's inference (not an earlier run's or the loading's)
     t_eval = time.perf_counter()
-    results = run_tasks(lm, list(bench["tasks"]), prompt_model=meta["prompt_model"], limit=c["limit"], seed=c["seed"],
-                        offline=bool(bench.get("offline")), main=w.main)
+    results = run_tasks(lm, list(bench["tasks"]), prompt_model=p.meta["prompt_model"], limit=c["limit"],
+                        seed=c["seed"], offline=bool(bench.get("offline")), main=w.main)
     wall = time.perf_counter() - t_eval
     per_rank = distributed.gather_to_main((lm.sample_rows, measure.peak_memory()), w)
     if not w.main:  # rank 0 writes the record of the whole run; the others wait for it (next run starts together)
@@ -127,21 +191,19 @@ def _run(c: dict, w: distributed.World) -> Path:
     rows = with_answers(distributed.merge_rank_rows([r for r, _ in per_rank]), results)
     if not rows:
         raise RuntimeError("the model recorded no samples: generation never ran")
-    peaks = [p for _, p in per_rank]
-    rec = build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall, device, peak=max(peaks))
+    peaks = [pk for _, pk in per_rank]
+    rec = build_record(c, p.meta, bench, method, ratio, hparams, results, rows, lm, wall, device, peak=max(peaks))
+    rec.update(identity=p.identity, identity_hash=p.identity_hash)
     rec["efficiency"]["load_s"] = t_eval - t0
     rec["data_parallel"] = {
         "world_size": w.size,
         "samples_per_rank": [sum(1 for r in rows if r["rank"] == k) for k in range(w.size)],
-        "peak_memory_bytes_per_rank": [p[0] for p in peaks],
+        "peak_memory_bytes_per_rank": [pk[0] for pk in peaks],
     }
     write_samples(path.parent / "samples.jsonl", rows, results)
     record.write(rec, path)
     print(f"[done] {path}  {summary_line(rec)}")
-    if c.get("logger"):
-        from hydra.utils import instantiate
-
-        mirror = instantiate(c["logger"])
+    if mirror is not None:
         mirror.log(rec, rows, group=c["logger"].get("group") or sweep_group())
     distributed.barrier(w)
     return path
@@ -161,6 +223,8 @@ def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall
         "schema_version": record.SCHEMA_VERSION,
         "status": "finished",
         "created_utc": record.utc_now(),
+        "identity": None,  # set by the caller (the run's plan)
+        "identity_hash": None,
         "benchmark": bench["name"],
         "benchmark_kind": bench["kind"],
         "tasks": sorted(results.get("samples") or bench["tasks"]),
@@ -207,13 +271,13 @@ def _mean_of(rows: list[dict], key: str) -> float | None:
 
 
 def write_samples(path: Path, rows: list[dict], results: dict) -> None:
-    """Per-sample artefact next to the record (JSON lines, written atomically)."""
-    tmp = path.with_suffix(".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w") as f:
+    """Per-sample artefact next to the record (JSON lines, written atomically through a unique temp file)."""
+
+    def dump(f):
         for r in rows:
             f.write(json.dumps(r, default=str) + "\n")
-    os.replace(tmp, path)
+
+    record.atomic_write(path, dump)
 
 
 def summary_line(rec: dict) -> str:

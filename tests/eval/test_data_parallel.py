@@ -84,8 +84,8 @@ def test_two_processes_give_the_one_process_record(cache, tmp_path, model, bench
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("[done]") == 1  # rank 0 alone reports and writes
 
-    p1 = record.record_path(tmp_path / "one", bench, model, method, 0.25, 0)
-    p2 = record.record_path(tmp_path / "two", bench, model, method, 0.25, 0)
+    (p1,) = record.find_records(tmp_path / "one", bench, model, method, 0.25, 0)
+    (p2,) = record.find_records(tmp_path / "two", bench, model, method, 0.25, 0)
     r1, r2 = record.read(p1), record.read(p2)
     record.validate(r2)
     n = sum(split)
@@ -119,7 +119,7 @@ def test_a_failure_in_one_process_ends_the_launch_and_keeps_earlier_records(cach
     common = [f"model={model}", f"benchmark={bench}", f"cache_dir={cache}", f"results_dir={out}"]
     first = _launch(2, *common, "method=none")
     assert first.returncode == 0, first.stderr[-3000:]
-    kept = record.record_path(out, bench, model, "none", 1.0, 0)
+    (kept,) = record.find_records(out, bench, model, "none", 1.0, 0)
     before = kept.read_bytes()
 
     # doc 1 (rank 1's shard) gets an unreadable video: only rank 1 fails, rank 0 would wait for it forever
@@ -131,5 +131,5 @@ def test_a_failure_in_one_process_ends_the_launch_and_keeps_earlier_records(cach
     assert proc.returncode != 0
     assert "[rank 1/2] this run failed" in proc.stderr
     for method in ("random", "uniform"):
-        assert not record.record_path(out, bench, model, method, 0.25, 0).exists(), method
+        assert not record.find_records(out, bench, model, method, 0.25, 0), method
     assert kept.read_bytes() == before

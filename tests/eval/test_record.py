@@ -1,4 +1,4 @@
-"""Record paths, validation and atomic writes (schema version 1, docs/record_schema.md)."""
+"""Record paths, validation and atomic writes (schema version 2, reading 1; docs/record_schema.md)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ def minimal() -> dict:
     eff = dict.fromkeys(record.EFFICIENCY_KEYS)
     eff["latency_s"] = lat
     rec = dict.fromkeys(record.REQUIRED)
+    ident = {"seed": 0, "method": {"name": "vidcom2"}}
     rec.update(
-        schema_version=1, status="finished", benchmark_kind="mvbench", retention_ratio=0.25,
+        schema_version=2, status="finished", identity=ident, identity_hash=record.identity_hash(ident), benchmark_kind="mvbench", retention_ratio=0.25,
         accuracy={"metric": "mvbench_accuracy", "headline": 50.0, "breakdown": {}, "unparsable": 0},
         efficiency=eff, env=dict.fromkeys(record.ENV_KEYS), config={}, lmms_eval={},
     )
@@ -24,17 +25,63 @@ def minimal() -> dict:
 
 
 def test_paths_follow_the_schema():
-    p = record.record_path("results/runs", "tiny_mvbench", "tiny_qwen2_5_vl", "vidcom2", 0.25, 0)
-    assert str(p) == "results/runs/tiny_mvbench/tiny_qwen2_5_vl/vidcom2/r0.25/seed0/record.json"
+    p = record.record_path("results/runs", "tiny_mvbench", "tiny_qwen2_5_vl", "vidcom2", 0.25, 0, "0123456789")
+    assert str(p) == "results/runs/tiny_mvbench/tiny_qwen2_5_vl/vidcom2/r0.25/seed0-0123456789/record.json"
     # vanilla is always r1.00 whatever ratio the sweep asked for
-    assert "none/r1.00/seed3" in str(record.record_path("r", "b", "m", "none", 0.25, 3))
+    assert "none/r1.00/seed3-" in str(record.record_path("r", "b", "m", "none", 0.25, 3, "a" * 10))
+    # an exact ratio two decimals would round keeps its digits (the hash holds it exactly either way)
+    assert "/r0.254/" in str(record.record_path("r", "b", "m", "vidcom2", 0.254, 0, "a" * 10))
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "/abs", "a/b", ".hidden", "", "a\\b", "x" * 200])
+def test_path_names_that_escape_are_refused(name, tmp_path):
+    with pytest.raises(ValueError, match="cannot name a results folder"):
+        record.record_path(tmp_path, "b", name, "vidcom2", 0.25, 0, "a" * 10)
+
+
+def test_a_symlinked_component_leaving_results_dir_is_refused(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs" / "bench").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="outside results_dir"):
+        record.record_path(tmp_path / "runs", "bench", "m", "vidcom2", 0.25, 0, "a" * 10)
+
+
+def test_identity_hash_is_sha256_of_canonical_json():
+    import hashlib
+
+    ident = {"seed": 1, "model": {"frames": 8, "name": "m"}, "retention_ratio": 0.254}
+    canonical = '{"model":{"frames":8,"name":"m"},"retention_ratio":0.254,"seed":1}'  # written out by hand
+    assert record.identity_hash(ident) == hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    assert record.identity_hash(dict(reversed(list(ident.items())))) == record.identity_hash(ident)
+
+
+def test_schema_1_records_still_validate_and_get_an_identity():
+    rec = minimal()
+    for k in ("identity", "identity_hash"):
+        rec.pop(k)
+    rec.update(schema_version=1, hparams={"budget": "fca"}, config={"seed": 0, "limit": 2, "device": "cpu",
+                                                                   "method": {"name": "vidcom2"}})
+    record.validate(rec)
+    ident = record.record_identity(rec)
+    assert ident["limit"] == 2 and ident["method"] == {"name": "vidcom2", "budget": "fca"} and ident["device"] == "cpu"
+    with pytest.raises(ValueError, match="schema_version 2"):
+        record.write(rec, "unused.json")  # new records are schema 2 only
+
+
+def test_edited_identity_is_refused():
+    rec = minimal()
+    rec["identity"]["seed"] = 5
+    with pytest.raises(ValueError, match="identity_hash"):
+        record.validate(rec)
 
 
 def test_write_read_roundtrip_and_finished(tmp_path):
     path = tmp_path / "a" / "record.json"
     record.write(minimal(), path)
     assert record.read(path)["accuracy"]["headline"] == 50.0
-    assert record.is_finished(path)
+    assert record.is_finished(path) and record.is_finished(path, minimal()["identity_hash"])
+    assert not record.is_finished(path, "f" * 10)  # another identity's record is not this run's
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]  # no temp file left
 
 

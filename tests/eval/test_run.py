@@ -62,14 +62,17 @@ def sweep(assets, tmp_path_factory):
 
 
 def _record(out: Path, method: str, ratio: float = 0.25) -> Path:
-    return record.record_path(out, "tiny_mvbench", MODEL, method, ratio, 0)
+    """The one record of ``method`` at ``ratio``, seed 0 (a path that does not exist when there is none)."""
+    found = record.find_records(out, "tiny_mvbench", MODEL, method, ratio, 0)
+    assert len(found) <= 1, found
+    return found[0] if found else out / "tiny_mvbench" / MODEL / method / "missing" / "record.json"
 
 
 def test_failed_job_exits_non_zero_and_keeps_the_others(sweep):
     proc, out, _ = sweep
     assert proc.returncode != 0
     assert "has no per-frame budget allocator" in proc.stderr + proc.stdout
-    assert not _record(out, "fastv").parent.exists()
+    assert not _record(out, "fastv").exists()
     assert _record(out, "uniform").is_file() and _record(out, "vidcom2").is_file()
 
 
@@ -133,9 +136,14 @@ def test_finished_run_is_skipped_and_force_redoes_it(sweep, assets):
     proc = run_app(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[skip]" in proc.stdout and path.stat().st_mtime_ns == before
-    proc = run_app(*args, "force=true", "limit=1")
+    proc = run_app(*args, "limit=1")  # another identity: a new run next to the first, not a [skip]
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert path.stat().st_mtime_ns != before and record.read(path)["n_samples"] == 2
+    assert "[skip]" not in proc.stdout and path.stat().st_mtime_ns == before
+    found = record.find_records(out, "tiny_mvbench", MODEL, "uniform", 0.25, 0)
+    assert len(found) == 2 and sorted(record.read(p)["n_samples"] for p in found) == [2, 4]
+    proc = run_app(*args, "force=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert path.stat().st_mtime_ns != before and record.read(path)["n_samples"] == 4
 
 
 @pytest.mark.parametrize(
