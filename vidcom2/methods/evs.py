@@ -3,8 +3,8 @@
 Paper: NVIDIA, *Efficient Video Sampling: Pruning Temporally Redundant Tokens for Faster VLM Inference*,
 arXiv 2510.14624. No separate official repository: the reference implementation is the one the serving engines ship,
 read here in vLLM (github.com/vllm-project/vllm ``vllm/multimodal/evs.py`` at 094f117:
-``compute_retained_tokens_count``, ``compute_retention_mask``); SGLang (``srt/multimodal/evs/``) and TensorRT-LLM
-carry the same rule. The paper's text (Sec. 3) selects on raw RGB patches (L1 difference to the previous frame,
+``compute_retained_tokens_count``, ``compute_retention_mask``); SGLang's ``srt/multimodal/evs/evs_core.py`` (at
+1966fd0) is the same code, adapted from vLLM; TensorRT-LLM carries the same rule. The paper's text (Sec. 3) selects on raw RGB patches (L1 difference to the previous frame,
 a percentile cut-off); the engines' code, which NVIDIA contributed (its copyright line is in ``evs.py``), uses the
 cosine dissimilarity of the embeddings: this module follows the code.
 
@@ -19,8 +19,11 @@ Count (vLLM's rule, the default ``counting="official"``): the engines take a pru
 whole frame, so short videos keep more than ``retention_ratio`` (the realised retention is recorded).
 ``counting="project"`` uses the project's rule instead: ``max(n, count(r, F*n))``.
 
-No hyper-parameter besides the count rule (vLLM's ``video_pruning_rate`` is the one knob). Original positions are
-kept by default on Qwen (vLLM recomputes M-RoPE positions of the kept tokens from their grid coordinates).
+No hyper-parameter besides the count rule (vLLM's ``video_pruning_rate`` is the one knob). Positions are the
+adapter's (Qwen: the original M-RoPE positions of the kept tokens, as vLLM's ``recompute_mrope_positions`` gives
+them). One difference stays, deliberately: vLLM restarts the text after a pruned video at the video's first
+position + its grid width (``compute_mrope_for_media``'s fourth channel), transformers' rule (kept here) at the
+largest video position + 1; the two agree when the width is the video's largest extent.
 """
 
 from __future__ import annotations
