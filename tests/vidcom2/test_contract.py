@@ -43,8 +43,10 @@ def expected_counts(name, x, r):
         return [n] * f
     if name == "vidcom2":
         return ref.vidcom2_mask(x, r)[1]
-    if name in ("random", "uniform", "visionzip"):
+    if name in ("random", "uniform", "visionzip", "vispruner"):
         return [ref.budget(r, n)] * f
+    if name == "evs":  # vLLM's compute_retained_tokens_count with q = 1 - r: truncation, one whole frame at least
+        return min(f * n, max(n, int(f * n * (1 - (1.0 - r)))))
     if name in ("divprune", "fastv", "pdrop", "sparsevlm"):
         return ref.budget(r, f * n)
     if name in ("dycoke_ttm", "dycoke"):

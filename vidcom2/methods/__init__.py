@@ -3,6 +3,7 @@
 from vidcom2.methods import (  # noqa: F401  (*_vc2: the baseline ports of the VidCom2 repository)
     divprune,
     dycoke,
+    evs,
     fastv,
     fastvid_vc2,
     holitom_vc2,
@@ -14,4 +15,5 @@ from vidcom2.methods import (  # noqa: F401  (*_vc2: the baseline ports of the V
     vidcom2,
     visionzip,
     visionzip_vc2,
+    vispruner,
 )

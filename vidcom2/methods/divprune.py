@@ -9,6 +9,11 @@ to the selected set). The official loop recomputes the min over all selected row
 running minimum here gives the same values and the same first-argmax tie-break in O(kN). Selected tokens are excluded
 from later picks (relevant only for exact duplicates, where the official loop could pick a token twice).
 Default scope ``video`` (one selection over all visual tokens, the faithful reading for video); ``frame`` optional.
+
+Dtype: the official code computes the cosine matrix in the embedding dtype (``pairwise_cosine_similarity``,
+llava_arch.py:147-150 at 799e2d9), so ``compute_dtype="input"`` (default) does the same and bf16 runs select what
+the official code selects; ``compute_dtype="float32"`` upcasts first (the project's earlier behaviour; bf16 runs
+then pick different tokens, since the greedy max-min diverges after one different pick). Recorded in the stats.
 """
 
 from __future__ import annotations
@@ -19,17 +24,18 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from vidcom2.budget import count, frame_budgets
+from vidcom2.budget import cast, count, frame_budgets
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
 
-def max_min_diversity(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (sorted) of ``k`` tokens of ``x [M, D]`` chosen greedily by max-min cosine distance."""
+def max_min_diversity(x: torch.Tensor, k: int, compute_dtype: str = "input") -> torch.Tensor:
+    """Indices (sorted) of ``k`` tokens of ``x [M, D]`` chosen greedily by max-min cosine distance, computed in
+    ``x``'s dtype (``compute_dtype="input"``, official) or in float32."""
     m = x.shape[0]
     if k >= m:
         return torch.arange(m, device=x.device)
-    xn = F.normalize(x if x.dtype in (torch.float32, torch.float64) else x.float(), dim=-1)
+    xn = F.normalize(cast(x, compute_dtype), dim=-1)
     dist = 1.0 - xn @ xn.T
     if m > 1:
         nearest = dist.topk(2, dim=0, largest=False).values[1]  # second-smallest per column
@@ -50,7 +56,8 @@ def max_min_diversity(x: torch.Tensor, k: int) -> torch.Tensor:
 @register
 @dataclass(frozen=True)
 class DivPrune:
-    """scope: ``video`` (default; ``count(r, F*N)`` tokens over the whole video) or ``frame`` (per-frame budgets)."""
+    """scope: ``video`` (default; ``count(r, F*N)`` tokens over the whole video) or ``frame`` (per-frame budgets).
+    compute_dtype: ``input`` (official: the embedding dtype) or ``float32``."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
         name="divprune",
@@ -60,16 +67,19 @@ class DivPrune:
     )
     scope: str = "video"
     budget: str = "uniform"
+    compute_dtype: str = "input"
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         f, n, d = features.shape
+        cd = self.compute_dtype
+        dtype = str(cast(features[:0], cd).dtype).replace("torch.", "")  # validates compute_dtype before any work
         keep = torch.zeros((f, n), dtype=torch.bool, device=features.device)
         if self.scope == "video":
-            idx = max_min_diversity(features.reshape(f * n, d), count(retention_ratio, f * n))
+            idx = max_min_diversity(features.reshape(f * n, d), count(retention_ratio, f * n), cd)
             keep.view(-1)[idx] = True
         elif self.scope == "frame":
             for t, k in enumerate(frame_budgets(features, retention_ratio, self.budget).tolist()):
-                keep[t, max_min_diversity(features[t], k)] = True
+                keep[t, max_min_diversity(features[t], k, cd)] = True
         else:
             raise ValueError(f"divprune: scope must be 'video' or 'frame', got {self.scope!r}")
-        return Selection(keep=keep, stats={"scope": self.scope})
+        return Selection(keep=keep, stats={"scope": self.scope, "compute_dtype": dtype})

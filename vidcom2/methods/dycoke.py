@@ -16,7 +16,8 @@ Three registered names; only ``dycoke`` is the full DyCoke (TTM + the decode-tim
   ratio below the anchor floor ``W/F`` is an error. ``merge_ratio=K`` instead gives the official per-frame count
   ``int((1-K)*N)`` and the realised retention is recorded. Deviations from the official code, recorded in stats:
   odd F keeps the last (unpaired) frame whole (the official code drops it); F <= 4 skips pass 2 (the official code
-  crashes on an empty ``torch.stack``).
+  crashes on an empty ``torch.stack``). Pass 1 L2-normalises both frames before the cosine, as the official code
+  (``pass1_normalise=True``, default; the same in fp32, different roundings in bf16).
 - ``dycoke``: TTM as ``dycoke_ttm`` plus stage 2 while decoding (``vidcom2.adapters._dycoke_decode``; defaults
   ``L_d = 3``, ``P = 0.7``, cosine threshold 0.9, official full-cache read when stable).
 - ``dycoke_vc2``: the port in the VidCom2 repository (branch qwen, ``token_compressor/dycoke/core.py``): TTM with
@@ -46,11 +47,27 @@ def ttm_plan(num_frames: int) -> dict[int, int]:
     return plan
 
 
-def _similarities(features: torch.Tensor, plan: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    pruned = torch.tensor(sorted(plan), dtype=torch.long, device=features.device)
-    refs = torch.tensor([plan[p] for p in sorted(plan)], dtype=torch.long, device=features.device)
-    sims = F.cosine_similarity(features.index_select(0, refs), features.index_select(0, pruned), dim=-1)
-    return pruned, sims
+def _similarities(
+    features: torch.Tensor, plan: dict[int, int], pass1_normalise: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pruned frame, the cosine of each token to the same position in its reference frame, in the input dtype.
+
+    Pass-1 pairs ``(i, i+1)`` L2-normalise both frames first (``F.normalize(p=2, dim=1)``, then
+    ``cosine_similarity``), as the official ``dycole_ttm`` does (llava_arch.py:47-49 at dd74634; the VidCom2 port
+    too); pass-2 pairs ``(i, i+2)`` take the plain cosine (official). In fp32 both give the same numbers; in bf16 /
+    fp16 the extra normalisation rounds differently, so it is kept (``pass1_normalise=False``: the pre-0.x project
+    behaviour, plain cosine in both passes)."""
+    order = sorted(plan)
+    pruned = torch.tensor(order, dtype=torch.long, device=features.device)
+    refs = torch.tensor([plan[p] for p in order], dtype=torch.long, device=features.device)
+    a, b = features.index_select(0, refs), features.index_select(0, pruned)
+    if pass1_normalise:
+        first = torch.tensor([plan[p] == p - 1 for p in order], device=features.device)
+        if bool(first.any()):
+            a, b = a.clone(), b.clone()
+            a[first] = F.normalize(a[first], p=2, dim=-1)
+            b[first] = F.normalize(b[first], p=2, dim=-1)
+    return pruned, F.cosine_similarity(a, b, dim=-1)
 
 
 def _assemble(
@@ -74,7 +91,8 @@ def _assemble(
 @register
 @dataclass(frozen=True)
 class DyCokeTTM:
-    """merge_ratio: ``None`` (budget-matched to ``retention_ratio``) or the official K (tokens pruned per frame)."""
+    """merge_ratio: ``None`` (budget-matched to ``retention_ratio``) or the official K (tokens pruned per frame).
+    pass1_normalise: L2-normalise before pass 1's cosine (official; matters in bf16/fp16 only)."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
         name="dycoke_ttm",
@@ -84,17 +102,25 @@ class DyCokeTTM:
         approximation="DyCoke stage 1 (TTM) only: the decode-time dynamic KV pruning (stage 2) is not applied",
     )
     merge_ratio: float | None = None
+    pass1_normalise: bool = True
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
-        return _ttm("dycoke_ttm", self.merge_ratio, features, retention_ratio)
+        return _ttm("dycoke_ttm", self.merge_ratio, features, retention_ratio, self.pass1_normalise)
 
 
-def _ttm(name: str, merge_ratio: float | None, features: torch.Tensor, retention_ratio: float) -> Selection:
+def _ttm(
+    name: str, merge_ratio: float | None, features: torch.Tensor, retention_ratio: float, pass1_normalise: bool = True
+) -> Selection:
     """TTM of ``dycoke_ttm`` / ``dycoke`` (``name`` for messages): budget-matched or the official K."""
     f, n = features.shape[:2]
     plan = ttm_plan(f)
     whole = [t for t in range(f) if t not in plan]
-    stats = {"anchor_frames": len(whole), "odd_last_frame_kept": f % 2 == 1 and f > 1, "pass2": f > 4}
+    stats = {
+        "anchor_frames": len(whole),
+        "odd_last_frame_kept": f % 2 == 1 and f > 1,
+        "pass2": f > 4,
+        "pass1_normalise": bool(pass1_normalise),
+    }
     if not plan:  # one frame: nothing to prune against; every ratio < 1 is below the floor (W/F = 1)
         if retention_ratio < 1.0:
             raise ValueError(
@@ -103,7 +129,7 @@ def _ttm(name: str, merge_ratio: float | None, features: torch.Tensor, retention
             )
         keep = torch.ones((f, n), dtype=torch.bool, device=features.device)
         return Selection(keep=keep, stats={**stats, "budget_mode": "matched", "retention_realised": 1.0})
-    pruned, sims = _similarities(features, plan)
+    pruned, sims = _similarities(features, plan, pass1_normalise)
     p = len(plan)
     if merge_ratio is None:
         remaining = count(retention_ratio, f * n) - len(whole) * n
@@ -163,7 +189,10 @@ class DyCoke:
     (cosine); below ``stage2_threshold`` layers ``>= stage2_layer`` read only the top ``int(n*(1-stage2_prune))``
     visual cache entries (plus all others) for that step; above it they read the full cache (official code) or the
     last selection (``stage2_reuse=True``, the paper's description). ``span_off_by_one``: the official span leaves
-    out the last TTM token. Defaults: README ``dycoke_l=3, dycoke_p=0.7``. On tensors only TTM applies.
+    out the last TTM token. Defaults: README ``dycoke_l=3, dycoke_p=0.7``; the official ``eval.sh`` passes no
+    ``dycoke_p`` and so runs the lmms-eval wrapper's default ``dycoke_p=0.8`` (``lmms_eval/models/llava_onevision.py:90``
+    at dd74634): ``stage2_prune=0.8`` reproduces that script. P, L and the threshold are recorded in the stats.
+    On tensors only TTM applies.
     Stage 2 needs batch size 1 (``stage2=False`` turns it off)."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
@@ -180,6 +209,7 @@ class DyCoke:
     stage2_threshold: float = 0.9
     stage2_reuse: bool = False
     span_off_by_one: bool = True
+    pass1_normalise: bool = True
 
     @property
     def decode_pruning(self) -> bool:
@@ -189,6 +219,12 @@ class DyCoke:
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         if not 0.0 <= float(self.stage2_prune) < 1.0:
             raise ValueError(f"dycoke: stage2_prune (P) must be in [0, 1), got {self.stage2_prune}")
-        sel = _ttm("dycoke", self.merge_ratio, features, retention_ratio)
-        sel.stats.update(stage2=bool(self.stage2), stage2_reuse=bool(self.stage2_reuse))
+        sel = _ttm("dycoke", self.merge_ratio, features, retention_ratio, self.pass1_normalise)
+        sel.stats.update(
+            stage2=bool(self.stage2),
+            stage2_reuse=bool(self.stage2_reuse),
+            stage2_layer=int(self.stage2_layer),
+            stage2_prune=float(self.stage2_prune),
+            stage2_threshold=float(self.stage2_threshold),
+        )
         return sel

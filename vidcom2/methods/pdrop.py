@@ -11,6 +11,14 @@ unless given) the visual tokens are ranked by the attention of the last instruct
 ``lambda = r**(1/S)``, so the deepest layers hold ``r``) or ``layer_avg`` (solved so that the layer-averaged
 retention is ``r``; error below the floor ``l_1/L``). Positions are renumbered contiguously after each drop
 (the official behaviour). The official per-stage count truncates (``int``); this project's one rule rounds.
+
+The official schedule (``scripts/v1_5/pdrop_eval/*.sh`` at 6444f30: ``--layer_list '[8,16,24]'
+--image_token_ratio_list "[0.5,0.25,0.125]"``, i.e. lambda = 0.5 on a 32-layer LLM) is this method with
+``layers=(8, 16, 24)`` (or the quarter-depth default, equal at L = 32) and ``retention_ratio=0.125`` in ``final``
+mode: ``lambda = 0.125**(1/3) = 0.5`` exactly, fractions 0.5 / 0.25 / 0.125 of ``N``. The one remaining
+difference is the count: :func:`stage_counts` gives both rules; they agree whenever ``N * lambda**s`` is an integer
+or its fractional part is below 0.5 (LLaVA-OV: ``N = 196 F`` with F even), otherwise ``round`` keeps one token
+more per stage. The in-LLM adapter (``vidcom2/adapters/in_llm.py::plan_for``) applies the project's ``count``.
 """
 
 from __future__ import annotations
@@ -68,6 +76,23 @@ def schedule(retention_ratio: float, num_layers: int, layers=None, budget_mode: 
     if budget_mode == "final":
         fractions[-1] = float(retention_ratio)  # exact, not lambda**S with rounding error
     return list(zip(layers, fractions))
+
+
+#: The official scripts' stage boundaries and ratio list (32-layer LLaMA; lambda = 0.5).
+OFFICIAL_LAYERS = (8, 16, 24)
+OFFICIAL_RATIOS = (0.5, 0.25, 0.125)
+
+
+def stage_counts(sched: list[tuple[int, float]], num_visual: int, counting: str = "round") -> list[int]:
+    """Visual tokens kept per stage of ``sched`` (from :func:`schedule`): ``round`` (the project's
+    :func:`vidcom2.budget.count`, used by the adapter) or ``truncate`` (the official ``int(N * ratio)``)."""
+    from vidcom2.budget import count
+
+    if counting == "round":
+        return [count(frac, num_visual) for _, frac in sched]
+    if counting == "truncate":
+        return [int(num_visual * frac) for _, frac in sched]
+    raise ValueError(f"pdrop: counting must be 'round' or 'truncate', got {counting!r}")
 
 
 @register

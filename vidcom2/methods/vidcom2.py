@@ -50,6 +50,7 @@ class VidCom2:
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         x = cast(features, self.compute_dtype)
         stats = {"budget": self.budget, "compute_dtype": str(x.dtype).replace("torch.", "")}
+        stats["tie_rule"] = "lower_index"  # equal scores at the cut-off: the lower index is kept (official: backend's)
         if retention_ratio >= 1.0:
             return Selection(keep=torch.ones(x.shape[:2], dtype=torch.bool, device=x.device), stats=stats)
         s_video, s_frame = gaussian_scores(x)

@@ -11,6 +11,13 @@ heads and queries — SigLIP has no CLS token). Contextual: over the remaining t
 token (first ``contextual``); every other remaining token joins its most similar target (dot product); the contextual
 token is ``target + mean(assigned)`` (a target with nothing assigned stays itself), placed at its target's slot.
 Scores and keys must already be pooled to the LLM grid (the adapter does it, like the features).
+
+HoliTom's VisionZip runs on LLaVA-OV (cokeshao/HoliTom e9b2972, ``visionzip/llava_arch.py``, the runs the literature
+compares with) differ in two ways, both available here as options: the per-frame budget comes from the table
+``SPATIAL_TOKENS`` = 20/30/40/50 of 196 at 10/15/20/25% (``scripts/eval_ov-7b_visionzip.sh``; ``budget="holitom"``,
+instead of ``round(r*196)`` = 20/29/39/49), and the kept tokens are concatenated dominant-first (``:180``: dominant
+tokens in position order, then the contextual tokens in target order; ``order="dominant_first"``), which changes
+positions under contiguous renumbering.
 """
 
 from __future__ import annotations
@@ -21,11 +28,27 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from vidcom2.budget import frame_budgets
+from vidcom2.budget import check_ratio, frame_budgets
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
 DOMINANT_SHARE = 54 / 64  # README setting 54 + 10; HoliTom's DOMINANT_RATIO
+#: HoliTom's per-frame VisionZip budgets on LLaVA-OV (196 tokens per frame): retention ratio -> SPATIAL_TOKENS.
+HOLITOM_SPATIAL_TOKENS = {0.10: 20, 0.15: 30, 0.20: 40, 0.25: 50}
+HOLITOM_FRAME_TOKENS = 196
+
+
+def holitom_budgets(f: int, n: int, retention_ratio: float, device=None) -> torch.Tensor:
+    """``LongTensor [F]``: HoliTom's ``SPATIAL_TOKENS`` for ``retention_ratio`` (its table covers 196-token frames
+    at 10/15/20/25% only; anything else is an error naming the table)."""
+    match = [k for r, k in HOLITOM_SPATIAL_TOKENS.items() if abs(r - float(retention_ratio)) < 1e-9]
+    if n != HOLITOM_FRAME_TOKENS or not match:
+        raise ValueError(
+            f"visionzip: budget='holitom' is HoliTom's SPATIAL_TOKENS table for {HOLITOM_FRAME_TOKENS}-token frames at "
+            f"retention_ratio {sorted(HOLITOM_SPATIAL_TOKENS)} (tokens {sorted(HOLITOM_SPATIAL_TOKENS.values())}); got "
+            f"{n} tokens per frame at {retention_ratio}: use budget='uniform'"
+        )
+    return torch.full((f,), match[0], dtype=torch.long, device=device)
 
 
 def split_budget(k: int, dominant_share: float = DOMINANT_SHARE) -> tuple[int, int]:
@@ -62,7 +85,8 @@ def zip_frame(x, scores, keys, k, dominant_share=DOMINANT_SHARE):
 @register
 @dataclass(frozen=True)
 class VisionZip:
-    """budget: per-frame allocator. order: ``sorted`` (tokens by slot) or ``dominant_first`` (HoliTom's LLaVA-OV path)."""
+    """budget: per-frame allocator (``uniform``, ``fca``) or ``holitom`` (HoliTom's SPATIAL_TOKENS table).
+    order: ``sorted`` (tokens by slot) or ``dominant_first`` (HoliTom's LLaVA-OV path)."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
         name="visionzip",
@@ -79,7 +103,11 @@ class VisionZip:
         if self.order not in ("sorted", "dominant_first"):
             raise ValueError(f"visionzip: order must be 'sorted' or 'dominant_first', got {self.order!r}")
         f, n, _ = features.shape
-        ks = frame_budgets(features, retention_ratio, self.budget).tolist()
+        if self.budget == "holitom":
+            check_ratio(retention_ratio)
+            ks = holitom_budgets(f, n, retention_ratio).tolist()
+        else:
+            ks = frame_budgets(features, retention_ratio, self.budget).tolist()
         keep = torch.zeros((f, n), dtype=torch.bool, device=features.device)
         out = features.clone()
         pieces = []
@@ -90,4 +118,4 @@ class VisionZip:
             out[t, targets] = merged
             pieces.append(torch.cat([dom.sort().values, targets]) + t * n)
         order = torch.cat(pieces) if self.order == "dominant_first" else None
-        return Selection(keep=keep, features=out, order=order, stats={"dominant_share": self.dominant_share})
+        return Selection(keep=keep, features=out, order=order, stats={"dominant_share": self.dominant_share, "budget": self.budget, "order": self.order})
