@@ -159,6 +159,17 @@ def needs(kind: str, tasks: list[str]) -> list[Need]:
     return out
 
 
+def builtin_dirs(tasks: list[str]) -> list[str] | None:
+    """The lmms-eval task folders holding all of ``tasks`` when each is one of the six benchmarks', else None."""
+    dirs = []
+    for t in tasks:
+        folder = next((f for f in FOLDERS.values() if t in _index(f)), None)
+        if folder is None:
+            return None
+        dirs.append(str(_tasks_root() / folder))
+    return list(dict.fromkeys(dirs))
+
+
 def repo_size(dataset: str, revision: str) -> int | None:
     """Total bytes of the dataset repository at ``revision`` from the hub's file listing; None when unreachable."""
     try:

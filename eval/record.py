@@ -6,7 +6,7 @@ test; it is written atomically (temp file in the same folder, fsync, ``os.replac
 half-written record. Top-level keys (all required; unknown numbers are ``null``, never missing):
 
 - identity: ``schema_version`` (1), ``status`` ("finished"), ``created_utc``, ``benchmark`` (conf id),
-  ``benchmark_kind`` (mvbench | videomme | longvideobench | mlvu), ``tasks`` (lmms-eval task names run), ``model``
+  ``benchmark_kind`` (mvbench | videomme | longvideobench | mlvu | egoschema | perceptiontest), ``tasks`` (lmms-eval task names run), ``model``
   (conf id), ``model_family`` (adapter family), ``paper_model`` (name in the paper's tables or null),
   ``random_weights`` (true: accuracy is meaningless), ``frames`` (configured frame count), ``method``,
   ``method_approximation``, ``retention_ratio`` (1.0 for none), ``budget``, ``hparams``, ``seed``, ``limit``,
@@ -46,7 +46,7 @@ LATENCY_KEYS = (
     "model_generation", "e2e_per_sample",
 )
 ENV_KEYS = ("git_sha", "git_dirty", "python", "versions", "device", "dtype", "attn_implementation", "hostname")
-KINDS = ("mvbench", "videomme", "longvideobench", "mlvu")
+KINDS = ("mvbench", "videomme", "longvideobench", "mlvu", "egoschema", "perceptiontest")
 
 
 def run_dir(results_dir: str | Path, benchmark: str, model: str, method: str, retention_ratio: float, seed: int) -> Path:

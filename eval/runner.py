@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from eval import accuracy, distributed, measure, record, validate
+from eval import accuracy, distributed, hubdata, measure, record, validate
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def run(cfg) -> Path:
     writes the record (:mod:`eval.distributed`); a failure in any process ends the whole launch.
     """
     c = _plain(cfg)
+    hubdata.resolve_hf_home()  # one absolute HF_HOME for every built-in task's utils.py (read at their import)
     w = distributed.world()
     # the tiny tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable
     with distributed.fail_fast(w), env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())):
