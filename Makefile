@@ -53,6 +53,16 @@ bench-select: install ## selection cost of every method on tensors + VidCom2/FCA
 	$(PY) -m benchmarks.bench_select
 
 # Paper tables, sweeps and the report (docs/reporting.md). Tiny presets (tiny*) build their offline assets first.
+# Fetch a real benchmark's annotations + videos through lmms-eval's own task code, then verify every video decodes.
+.PHONY: download tiny-hub
+BENCH ?=
+download: install ## fetch a benchmark into $$HF_HOME and verify its videos (BENCH=mvbench; CHECK=1 only verifies)
+	@test -n "$(BENCH)" || { echo "usage: make download BENCH=<conf/benchmark name> [CHECK=1]"; exit 2; }
+	$(PY) -m eval.download benchmark=$(BENCH) $(if $(CHECK),--check)
+
+tiny-hub: install ## write the tiny hub (.cache/tiny_hub): every benchmark in lmms-eval's hub layout, generated videos
+	$(PY) -m eval.tinyhub
+
 .PHONY: report sweep
 SWEEP ?= tiny
 OVERRIDES ?=

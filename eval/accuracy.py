@@ -12,6 +12,12 @@ Returns the record's ``accuracy`` block ``{metric, headline, breakdown, unparsab
   samples. lmms-eval replaces an unparsable answer with a random letter; ``unparsable`` counts answers without any
   option letter, i.e. the ones that went to that random draw.
 - MLVU (dev): headline = lmms-eval's mean over the 7 task types; breakdown per task type.
+- EgoSchema (public subset, ``egoschema_subset``): lmms-eval's ``score`` (a fraction) times 100; lmms-eval defines no
+  breakdown. ``unparsable`` = answers its parser mapped to no option (index -1, always wrong). The full set is
+  submission-only (no public answers) and is never summarised here.
+- PerceptionTest (validation, ``perceptiontest_val_mc``): lmms-eval's ``accuracy`` (a fraction) times 100; breakdown
+  per ``area`` (memory / abstraction / physics / semantics), the doc field lmms-eval's own ``mcppl`` variant records,
+  read from each sample's doc. ``unparsable`` = answers with no A-D letter (``pred_id`` -1).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ METRICS = {
     "videomme": "videomme_perception_score",
     "longvideobench": "lvb_acc",
     "mlvu": "mlvu_percetion_score",  # sic: lmms-eval's key
+    "egoschema": "score",
+    "perceptiontest": "accuracy",
 }
 
 
@@ -84,6 +92,8 @@ def summarise(kind: str, results: dict, tasks: list[str]) -> dict:
         if headline is None:
             headline = _pct(sum(sum(v) for v in groups.values()), len(all_samples))
         unparsable = sum(not has_letter(response(s)) for s in all_samples)
+    elif kind in ("egoschema", "perceptiontest"):
+        return _fraction_kind(kind, metric, res, leaves, all_samples)
     else:  # mlvu
         types: dict[str, list[int]] = defaultdict(list)
         for s in all_samples:
@@ -93,4 +103,22 @@ def summarise(kind: str, results: dict, tasks: list[str]) -> dict:
         headline = float(res[leaves[0]][f"{metric},none"]) if len(leaves) == 1 else sum(breakdown.values()) / len(breakdown)
         unparsable = sum(s[metric]["pred_answer"] in ("", None) for s in all_samples)
 
+    return {"metric": metric, "headline": headline, "breakdown": breakdown, "unparsable": int(unparsable)}
+
+
+def _fraction_kind(kind: str, metric: str, res: dict, leaves: list[str], all_samples: list[dict]) -> dict:
+    """EgoSchema / PerceptionTest: lmms-eval's fraction metric on 0-100, recomputed from samples across leaves."""
+    key = "pred" if kind == "egoschema" else "pred_id"
+    if kind == "egoschema":
+        hits = [int(str(s[metric]["pred"]) == str(s[metric]["ground_truth"])) for s in all_samples]
+    else:
+        hits = [int(s[metric]["correct"]) for s in all_samples]
+    headline = 100.0 * float(res[leaves[0]][f"{metric},none"]) if len(leaves) == 1 else _pct(sum(hits), len(hits))
+    breakdown: dict[str, float | None] = {}
+    if kind == "perceptiontest":
+        areas: dict[str, list[int]] = defaultdict(list)
+        for s, h in zip(all_samples, hits):
+            areas[str((s.get("doc") or {}).get("area"))].append(h)
+        breakdown = {a: _pct(sum(v), len(v)) for a, v in sorted(areas.items())}
+    unparsable = sum(int(s[metric][key]) == -1 for s in all_samples)
     return {"metric": metric, "headline": headline, "breakdown": breakdown, "unparsable": int(unparsable)}

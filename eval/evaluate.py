@@ -23,11 +23,23 @@ def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, see
     Under a data-parallel launch lmms-eval returns the gathered result on rank 0 only: the other ranks
     (``main=False``) get ``None``.
     """
+    from lmms_eval.api import task as lmms_task
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    # offline tiny tasks need no built-in index (0.01 s instead of ~3 s, and no shadowing possible)
-    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=not offline, model_name=prompt_model, verbosity="WARNING")
+    # lmms-eval memoises the datasets cache folder (from HF_HOME) for the whole process: re-read it per evaluation
+    getattr(lmms_task._resolve_hf_datasets_cache_dir, "cache_clear", lambda: None)()
+
+    # offline tiny tasks need no built-in index (0.01 s instead of ~3 s, and no shadowing possible); built-in tasks of
+    # the six video benchmarks are indexed from their own lmms-eval folders only (the same unmodified YAMLs)
+    from eval.hubdata import builtin_dirs
+
+    dirs = None if offline else builtin_dirs(tasks)
+    if offline or dirs:
+        tm = TaskManager(include_path=[str(TASKS_DIR)] if offline else dirs, include_defaults=False,
+                         model_name=prompt_model, verbosity="WARNING")
+    else:
+        tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=True, model_name=prompt_model, verbosity="WARNING")
     unknown = [t for t in tasks if t not in tm.all_tasks]
     if unknown:
         raise ValueError(f"lmms-eval does not know task(s) {unknown}; the tiny tasks live in {TASKS_DIR}")

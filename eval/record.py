@@ -10,7 +10,7 @@ the resume test; every write is atomic (:func:`atomic_write`). Top-level keys (a
 
 - identity: ``schema_version`` (2; readers also accept 1), ``status`` ("finished"), ``created_utc``, ``identity``
   and ``identity_hash`` (schema 2 only), ``benchmark`` (conf id), ``benchmark_kind`` (mvbench | videomme |
-  longvideobench | mlvu), ``tasks`` (lmms-eval task names run), ``model`` (conf id), ``model_family`` (adapter
+  longvideobench | mlvu | egoschema | perceptiontest), ``tasks`` (lmms-eval task names run), ``model`` (conf id), ``model_family`` (adapter
   family), ``paper_model`` (name in the paper's tables or null), ``random_weights`` (true: accuracy is
   meaningless), ``frames`` (configured frame count), ``method``, ``method_approximation``, ``retention_ratio``
   (1.0 for none), ``budget``, ``hparams``, ``seed``, ``limit``, ``n_samples``; the harness adds ``frames_fed``
@@ -57,7 +57,7 @@ LATENCY_KEYS = (
     "model_generation", "e2e_per_sample",
 )
 ENV_KEYS = ("git_sha", "git_dirty", "python", "versions", "device", "dtype", "attn_implementation", "hostname")
-KINDS = ("mvbench", "videomme", "longvideobench", "mlvu")
+KINDS = ("mvbench", "videomme", "longvideobench", "mlvu", "egoschema", "perceptiontest")
 
 # Root config keys that do not change a run's results (where it is written, how it is shown or mirrored, where the
 # same files are found, how Hydra launches it, a table preset's layout); everything else is part of the identity.

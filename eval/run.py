@@ -38,6 +38,9 @@ def _app(cfg) -> None:
 
 
 def main() -> None:
+    from eval.hubdata import resolve_hf_home
+
+    resolve_hf_home()  # before lmms-eval is imported: its task modules read HF_HOME at import (MLVU, PerceptionTest)
     _app()
     from eval.distributed import shutdown
 

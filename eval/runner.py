@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval import accuracy, distributed, measure, record, validate
+from eval import accuracy, distributed, hubdata, measure, record, validate
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def run(cfg) -> Path:
     writes the record (:mod:`eval.distributed`); a failure in any process ends the whole launch.
     """
     c = resolved(cfg)
+    hubdata.resolve_hf_home()  # one absolute HF_HOME for every built-in task's utils.py (read at their import)
     w = distributed.world()
     validate.check_root(c)
     # the tiny tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable

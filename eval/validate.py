@@ -6,7 +6,6 @@ Unknown model / benchmark / method config names are refused by Hydra itself, whi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from eval.evaluate import TASKS_DIR
@@ -136,29 +135,65 @@ def tiny_videos(tasks: list[str]) -> list[str]:
     return names
 
 
-def check_data(bench: dict) -> None:
-    """Every video of an offline benchmark exists; a real benchmark's media folder exists under ``$HF_HOME``."""
-    if bench.get("offline"):
-        from eval.tasks.tiny_utils import data_dir
+def check_data(bench: dict) -> list[str]:
+    """The benchmark's data can be read (offline) or fetched (online) by lmms-eval; returns the download plan lines.
 
-        names = tiny_videos(list(bench["tasks"]))
-        if not names:
-            raise ConfigError(f"benchmark {bench['name']}: no docs found under {TASKS_DIR} for tasks {list(bench['tasks'])}")
-        missing = sorted({n for n in names if not (data_dir() / n).is_file()})
-        if missing:
-            raise ConfigError(
-                f"benchmark {bench['name']}: {len(missing)} video(s) missing in {data_dir()} (e.g. {missing[0]}); "
-                "generate them with `python scripts/make_tiny_benchmarks.py`"
-            )
-        return
-    hf_home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
-    media = hf_home / str(bench["media_dir"])
-    if not media.is_dir() or not any(media.iterdir()):
+    Tiny benchmarks (``offline: true``): every video exists. Built-in tasks (:mod:`eval.hubdata`): online, a missing
+    annotation cache or video folder is fetched by lmms-eval itself, so this only prints what will be downloaded
+    (dataset, approximate size, destination); offline, each is refused with what is missing and the fetch command.
+    An existing but empty video folder is refused in both modes (lmms-eval never fetches into it).
+    """
+    if bench.get("offline"):
+        _check_tiny(bench)
+        return []
+    from eval import hubdata
+
+    needs = hubdata.needs(str(bench["kind"]), list(bench["tasks"]))
+    name, off = bench["name"], hubdata.offline()
+    fetch = f"`python -m eval.download benchmark={name}` (or `make download BENCH={name}`) on a machine with hub access"
+    missing, plan = [], []
+    for dataset in dict.fromkeys(n.dataset for n in needs):
+        group = [n for n in needs if n.dataset == dataset]
+        what = [f"annotations ({n.config or 'default'}) in {n.arrow_root()}" for n in group if not n.annotations_cached()]
+        for root in dict.fromkeys(n.video_root() for n in group):
+            n = next(x for x in group if x.video_root() == root)
+            if root.is_dir() and not root.is_symlink() and not any(root.iterdir()):
+                raise ConfigError(f"benchmark {name}: video folder {root} exists but is empty, so lmms-eval will not "
+                                  f"download into it; remove it (rmdir {root}) and rerun, or run {fetch}")
+            if root.is_dir() and not (n.create_link and root.is_symlink()):
+                continue
+            if off and n.snapshot() is not None:
+                plan.append(f"[data] {name}: lmms-eval unpacks the videos of {dataset} from the hub cache {n.snapshot()} into {root}")
+                continue
+            what.append(f"videos in {root}")
+        if not what:
+            continue
+        if off:
+            missing.append(f"{dataset}: " + "; ".join(what))
+        else:
+            size = hubdata.human(hubdata.repo_size(dataset, group[0].revision))
+            gated = (f" It is gated: run `hf auth login` and accept its terms on https://huggingface.co/datasets/{dataset} first."
+                     if dataset in hubdata.GATED else "")
+            plan.append(f"[download] {name}: lmms-eval will fetch {dataset} ({size}) -> " + "; ".join(what) + "." + gated)
+    if missing:
+        raise ConfigError(f"benchmark {name}: offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and HF_HOME={hubdata.hf_home()} "
+                          f"lacks " + " | ".join(missing) + f". Fetch it with {fetch}, or point HF_HOME at a cache that has it.")
+    for line in plan:
+        print(line)
+    return plan
+
+
+def _check_tiny(bench: dict) -> None:
+    from eval.tasks.tiny_utils import data_dir
+
+    names = tiny_videos(list(bench["tasks"]))
+    if not names:
+        raise ConfigError(f"benchmark {bench['name']}: no docs found under {TASKS_DIR} for tasks {list(bench['tasks'])}")
+    missing = sorted({n for n in names if not (data_dir() / n).is_file()})
+    if missing:
         raise ConfigError(
-            f"benchmark {bench['name']}: dataset {bench['dataset']} has no videos at {media}. Download it once on a "
-            f"machine with hub access (accept the dataset's terms on huggingface.co, `huggingface-cli login`, then run "
-            f"this command without HF_HUB_OFFLINE/HF_DATASETS_OFFLINE: lmms-eval fetches and unpacks the videos into "
-            f"$HF_HOME), or point HF_HOME at a cache that has them. See docs/harness.md."
+            f"benchmark {bench['name']}: {len(missing)} video(s) missing in {data_dir()} (e.g. {missing[0]}); "
+            "generate them with `python scripts/make_tiny_benchmarks.py`"
         )
 
 

@@ -74,7 +74,8 @@ def test_missing_videos_name_the_script(no_load, tmp_path, monkeypatch):
 
 def test_missing_real_dataset_names_it_and_how_to_get_it(no_load, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(ConfigError, match=r"lmms-eval/Video-MME.*huggingface-cli login"):
+    # offline (make test): both the annotation cache and the video folder are named, with the fetch command
+    with pytest.raises(ConfigError, match=r"lmms-eval/Video-MME: annotations .*videos in .*eval.download benchmark=videomme"):
         run(cfg("model=qwen3_vl_8b", "benchmark=videomme", f"results_dir={tmp_path}"))
 
 
