@@ -6,6 +6,7 @@ Unknown model / benchmark / method config names are refused by Hydra itself, whi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from eval.evaluate import TASKS_DIR
