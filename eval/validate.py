@@ -123,7 +123,7 @@ def check_pretrained(pretrained: str, random_weights: bool) -> None:
     if looks_local and not Path(pretrained).expanduser().is_dir():
         hint = ("build the tiny models with `python scripts/make_tiny_models.py`" if random_weights else
                 "check model.pretrained (the comment of the model's conf/model/*.yaml says where its checkpoint comes from)")
-        raise ConfigError(f"model.pretrained={pretrained}: the checkpoint folder does not exist; {hint}")
+        raise ConfigError(f"model.pretrained={pretrained}: checkpoint folder {pretrained} does not exist; {hint}")
 
 
 def tiny_videos(tasks: list[str]) -> list[str]:
