@@ -45,15 +45,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-
 import torch.nn.functional as F
 
 from vidcom2.budget import FRAME_SCORES, cast, counts, fca_ratios, frame_budgets, keep_lowest
 from vidcom2.registry import register
 from vidcom2.similarity import gaussian_scores, low_variance_channels, multi_scale_gaussian
+from vidcom2.types import MethodInfo, Selection
 
 TOKEN_SCORES = ("sum", "s_frame", "neg_s_frame", "s_video", "neg_s_video")
-from vidcom2.types import MethodInfo, Selection
 
 
 @register
