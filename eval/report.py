@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import paper, plots, record
+from eval import paper, plots, record, stats
 
 DASH = "–"
 RANDOM_MARK = "‡"
@@ -533,8 +533,11 @@ def build(
         if plots_dir is not None:
             plots.accuracy_vs_ratio(wide, group, plots_dir / f"accuracy_{_slug(f'{group[0]}_{group[1]}f')}",
                                     published)  # fmt: skip
-    sections = [("accuracy", acc_tables), ("efficiency", eff_tables), ("vs_paper", vs_tables),
-                ("efficiency_vs_paper", eff_vs_tables)]  # fmt: skip
+    ci = stats.cells(records)  # 95% CIs and paired tests from samples.jsonl (eval/stats.py)
+    ci_tables = [stats.companion_table(ci, methods)] if not ci.empty else []
+    vs_tables = [stats.mark_paper_in_ci(t, ci) for t in vs_tables]
+    sections = [("accuracy", acc_tables), ("accuracy_ci", ci_tables), ("efficiency", eff_tables),
+                ("vs_paper", vs_tables), ("efficiency_vs_paper", eff_vs_tables)]  # fmt: skip
     parts = [f"# {title}\n", f"{len(records)} run records, {len(groups)} model/frames group(s).\n"]
     if runs["random_weights"].any():
         parts.append(f"> **{RANDOM_NOTE}**\n")
