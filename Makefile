@@ -77,6 +77,23 @@ table-%: install ## reproduce a paper table: resumable sweep of conf/experiment/
 	$(if $(filter tiny%,$*),$(OFFLINE)) $(PY) -m eval.paper experiment $* $(OVERRIDES)
 	$(PY) -m eval.report --experiment $*
 
+# One line per table/figure of the paper (recipe: the table-% rule above; docs/reporting.md lists the GPU hours).
+# A tiny_<name> counterpart of each runs offline on CPU (make table-tiny_<name>).
+table-llava_ov_7b: ## Table 2 (acc_llava): LLaVA-OV-7B, 32 frames, MVBench/LongVideoBench/MLVU/VideoMME (GPU)
+table-llava_video_7b: ## Table 2 (acc_llava): LLaVA-Video-7B, 64 frames (GPU)
+table-acc_llava_egoschema_perceptiontest: ## Table 3: LLaVA-OV-7B on EgoSchema and PerceptionTest (GPU)
+table-efficiency_llava_ov_7b: ## Table 4 (efficiency_llava_ov_7b_mvbench): latency, memory, throughput on MVBench (GPU)
+table-rel_qwen2vl_videomme: ## Figure 4: Qwen2-VL-7B on VideoMME, % of vanilla, grouped bars (GPU)
+table-ablation_token_score: ## Table 5: token-score ablation (s_frame, -s_frame, s_video, -s_video, sum) (GPU)
+table-ablation_frame_budget: ## Table 6: frame-budget ablation (uniform, max, mean) (GPU)
+table-ablation_video_window: ## Table 7: video-centre window W = 4/8/16/32 (GPU)
+table-ablation_score_weighting: ## Table 8: frame/video score weighting (GPU)
+table-fca_on_other_methods: ## Figure 5: FCA grafted onto FastV and SparseVLM, % of vanilla, grouped bars (GPU)
+table-qwen3_vl_8b_32f: ## post-paper Qwen3-VL-8B table (acc_qwen3vl_8b), 32 frames (GPU)
+table-qwen3_vl_8b_64f: ## post-paper Qwen3-VL-8B table (acc_qwen3vl_8b), 64 frames (GPU)
+table-qwen3_vl_32b: ## post-paper Qwen3-VL-32B table (acc_qwen3vl_32b) (GPU)
+table-qwen3_vl_30b_a3b: ## post-paper Qwen3-VL-30B-A3B table (acc_qwen3vl_30b_a3b) (GPU)
+
 sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yaml (resumable; OVERRIDES="hydra/launcher=slurm_gpu ..."), then its report
 	@case "$(SWEEP)" in tiny*) $(TINY_ASSETS);; esac
 	$(PY) -m eval.paper sweep $(SWEEP) --check $(OVERRIDES)

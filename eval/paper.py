@@ -68,6 +68,62 @@ EFFICIENCY_METRICS = {
 }
 
 
+# Named variants of a method (the paper's ablation rows, written ``<method>:<variant>`` or ``<method>+fca`` in
+# paper_results.csv): the hyper-parameters that differ from conf/method/<method>.yaml. A variant whose overrides
+# are empty is the method's default (e.g. Table 5's u_frame + u_video is VidCom2 itself) and compares with its
+# plain row. Reading of each knob: vidcom2/methods/vidcom2.py (Tables 5-8) and vidcom2/methods/fastv.py (Figure 5).
+VARIANTS: dict[str, dict] = {
+    "vidcom2:s_frame": {"token_score": "s_frame"},
+    "vidcom2:neg_s_frame": {"token_score": "neg_s_frame"},
+    "vidcom2:s_video": {"token_score": "s_video"},
+    "vidcom2:neg_s_video": {"token_score": "neg_s_video"},
+    "vidcom2:u_frame_plus_u_video": {},
+    "vidcom2:uniform": {"budget": "uniform"},
+    "vidcom2:max_u_video": {"frame_score": "max"},
+    "vidcom2:mean_u_video": {},
+    "vidcom2:window_4": {"window": 4},
+    "vidcom2:window_8": {"window": 8},
+    "vidcom2:window_16": {"window": 16},
+    "vidcom2:window_32": {},  # 32 frames: the global centre
+    "vidcom2:u_frame_only": {"score_weights": [1.0, 0.0]},
+    "vidcom2:u_video_only": {"score_weights": [0.0, 1.0]},
+    "vidcom2:weight_1_1": {},
+    "vidcom2:weight_1_2": {"score_weights": [1.0, 2.0]},
+    "vidcom2:weight_2_1": {"score_weights": [2.0, 1.0]},
+    "fastv+fca": {"budget": "fca"},
+    "sparsevlm+fca": {"budget": "fca", "recycle": False},  # recycled centres belong to no frame
+}
+
+
+def base_method(key: str) -> str:
+    """``vidcom2:s_frame`` -> ``vidcom2``; ``fastv+fca`` -> ``fastv``; a plain name is returned unchanged."""
+    return key.split(":", 1)[0].split("+", 1)[0]
+
+
+def variant_overrides(key: str) -> dict:
+    """The hyper-parameters of a row key (``{}`` for a plain method); unknown variants are an error."""
+    if key == base_method(key):
+        return {}
+    if key not in VARIANTS:
+        raise KeyError(f"unknown method variant {key!r}: add it to eval.paper.VARIANTS (known: {', '.join(VARIANTS)})")
+    return VARIANTS[key]
+
+
+def row_key(rec: dict) -> str:
+    """The table row of a record: its method, or the named variant whose overrides its ``hparams`` carry."""
+    method, hparams = rec["method"], rec.get("hparams") or {}
+    for key, over in VARIANTS.items():
+        if over and base_method(key) == method and all(_same(hparams.get(k), v) for k, v in over.items()):
+            return key
+    return method
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b))
+
+
 def load_methods(path: Path | None = None) -> pd.DataFrame:
     """``methods.csv`` as a frame: method (registry name), label, paper_method ("" if the paper has none), note.
 
@@ -82,13 +138,21 @@ def load_methods(path: Path | None = None) -> pd.DataFrame:
 def method_label(method: str, methods: pd.DataFrame | None = None) -> str:
     """Display label of a registry method name ("vidcom2" -> "VidCom2"); unknown names are returned unchanged."""
     methods = load_methods() if methods is None else methods
+    base = base_method(method)
+    if base != method:  # a variant: "VidCom2 (s_frame)", "FastV + FCA"
+        label = method_label(base, methods)
+        return f"{label} + FCA" if method.endswith("+fca") else f"{label} ({method.split(':', 1)[1]})"
     hit = methods.loc[methods["method"] == method, "label"]
     return str(hit.iloc[0]) if len(hit) else method
 
 
 def to_registry_name(paper_method: str, methods: pd.DataFrame | None = None) -> str:
-    """The registry name of a paper method name (``vanilla`` -> ``none``); registry names pass through."""
+    """The registry name of a paper method name (``vanilla`` -> ``none``); registry names pass through. A variant
+    (``vidcom2:s_frame``) keeps its key, or becomes the plain method when it is the method's default."""
     methods = load_methods() if methods is None else methods
+    if base_method(paper_method) != paper_method:
+        base = to_registry_name(base_method(paper_method), methods)
+        return base if not variant_overrides(paper_method) else paper_method
     hit = methods.loc[(methods["paper_method"] == paper_method) & (methods["paper_method"] != ""), "method"]
     if len(hit):
         return str(hit.iloc[0])
@@ -128,6 +192,17 @@ def load_published(path: Path | None = None, methods: pd.DataFrame | None = None
     frame.loc[is_mmss, "metric"] = "total_latency_s"
     frame["retention_ratio"] = frame["retention_ratio"].astype(float).round(4)
     return frame
+
+
+def published_for(published: pd.DataFrame, preset=None) -> pd.DataFrame:
+    """The published rows a report compares with: all of them, or only the preset's ``paper_table`` (its table id
+    is then given the ``acc_`` prefix the accuracy comparison selects on, so ablation tables compare too)."""
+    table = getattr(preset, "paper_table", None)
+    if not table:
+        return published
+    out = published[published["table"] == table].copy()
+    out["table"] = table if table.startswith("acc_") else f"acc_{table}"
+    return out
 
 
 def average_score(scores: Mapping[str, float], columns: tuple[str, ...] = ACCURACY_COLUMNS) -> float | None:
@@ -251,7 +326,9 @@ def load_preset(kind: str, name: str, overrides: tuple[str, ...] = ()) -> Preset
     )
 
 
-def row_status(method: str, family: str, pretrained: str | None = None, ratios: tuple[float, ...] = ()) -> str:
+def row_status(
+    method: str, family: str, pretrained: str | None = None, ratios: tuple[float, ...] = (), overrides: dict | None = None
+) -> str:
     """"ok", "not implemented" (not registered), "no conf/method/<name>.yaml" or "not supported by <family>".
 
     With ``pretrained`` and ``ratios``, also the checks ``eval.run`` makes before loading (``eval.validate``), with
@@ -278,7 +355,8 @@ def row_status(method: str, family: str, pretrained: str | None = None, ratios: 
         from eval import validate
 
         try:
-            hparams = validate.method_hparams(yaml.safe_load((CONF_DIR / "method" / f"{method}.yaml").read_text()), None)
+            conf = {**yaml.safe_load((CONF_DIR / "method" / f"{method}.yaml").read_text()), **(overrides or {})}
+            hparams = validate.method_hparams(conf, None)
             for ratio in ratios:
                 validate.check_compatible(family, method, None, hparams, ratio, pretrained)
         except validate.ConfigError:
@@ -299,16 +377,26 @@ def sweep_commands(preset: Preset, python: str = "python") -> tuple[list[list[st
         ratios.setdefault(method, []).append(ratio)
     commands, skipped = [], []
     for method, rs in ratios.items():
-        status = row_status(method, preset.family, preset.pretrained, tuple(rs))
+        over = [f"method.{k}={_hydra_value(v)}" for k, v in variant_overrides(method).items()]
+        status = row_status(base_method(method), preset.family, preset.pretrained, tuple(rs), variant_overrides(method))
         if status != "ok":
             skipped.append(f"{method} at {', '.join(f'{r:g}' for r in rs)}: {status} (kept as a row in the tables)")
             continue
         commands.append([
-            python, "-m", "eval.run", "-m", f"+{preset.kind}={preset.name}", f"method={method}",
+            python, "-m", "eval.run", "-m", f"+{preset.kind}={preset.name}", f"method={base_method(method)}",
             f"retention_ratio={','.join(f'{r:g}' for r in rs)}", f"benchmark={','.join(preset.benchmarks)}",
-            f"seed={','.join(map(str, preset.seeds))}", *preset.extra,
+            f"seed={','.join(map(str, preset.seeds))}", *over, *preset.extra,
         ])  # fmt: skip
     return commands, skipped
+
+
+def _hydra_value(value) -> str:
+    """A Hydra override value: lists as ``[a,b]``, booleans ``true``/``false``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    return str(value)
 
 
 def check_device(preset: Preset) -> None:

@@ -193,3 +193,38 @@ def accuracy_vs_latency(agg: pd.DataFrame, group: tuple, path_stem: Path) -> lis
     fig.legend(fontsize=8, loc="outside right upper", frameon=False)
     ax.set_title(_title(model_key, frames, bool(sub["random_weights"].any())), fontsize=10)
     return _save(fig, path_stem)
+
+
+def relative_bars(wide: pd.DataFrame, group: tuple, path_stem: Path, published: pd.DataFrame | None = None) -> list[Path]:
+    """Grouped bars of accuracy in % of vanilla (paper Figures 4 and 5): one group per accuracy column present, one
+    bar per compressed row (method or variant at a ratio); the paper's published % (metric ``<column>_rel_pct``)
+    as open black diamonds on the bars. Nothing is drawn without a vanilla row."""
+    model_key, frames = group
+    sub = wide[(wide["model_key"] == model_key) & (wide["frames"] == frames)]
+    base = sub[(sub["method"] == "none") & (sub["retention_ratio"] == 1.0)]
+    cols = [c for c in paper.ACCURACY_COLUMNS if c in sub and sub[c].notna().any()]
+    rows = sub[sub["method"] != "none"]
+    if base.empty or not cols or rows.empty:
+        return []
+    fig = Figure(figsize=(1.2 + 1.1 * len(cols) * max(1, len(rows)) / 2, 3.2))
+    ax = fig.add_subplot()
+    width = 0.8 / len(rows)
+    pub = None
+    if published is not None:
+        pub = published[(published["model"] == model_key) & published["metric"].str.endswith("_rel_pct")]
+    for i, r in enumerate(rows.itertuples()):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(cols))]
+        ys = [100.0 * getattr(r, c) / float(base[c].iloc[0]) if float(base[c].iloc[0]) else float("nan") for c in cols]
+        ax.bar(xs, ys, width, color=method_color(paper.base_method(r.method)), edgecolor="white",
+               hatch="//" if r.method != paper.base_method(r.method) else None,
+               label=f"{paper.method_label(r.method)} {100 * r.retention_ratio:g}%")  # fmt: skip
+        if pub is not None and not pub.empty:
+            mine = pub[(pub["method"] == r.method) & (pub["retention_ratio"] == r.retention_ratio)]
+            marks = {m.removesuffix("_rel_pct"): v for m, v in zip(mine["metric"], mine["value"])}
+            ax.plot(xs, [marks.get(c, float("nan")) for c in cols], ls="", marker="D", mfc="none", mec="k")
+    ax.axhline(100.0, color="k", ls="--", lw=0.8)
+    ax.set_xticks(range(len(cols)), [paper.COLUMN_LABELS[c] for c in cols])
+    ax.set_ylabel("% of vanilla accuracy")
+    ax.set_title(_title(model_key, frames, bool(sub["random_weights"].any())), fontsize=9)
+    ax.legend(fontsize=7, frameon=False, ncols=2)
+    return _save(fig, path_stem)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import env, paper, plots, record
+from eval import env, paper, plots, record, stats
 
 DASH = "–"
 RANDOM_MARK = "‡"
@@ -149,7 +149,7 @@ def run_row(rec: dict) -> dict:
         "model": rec["model"],
         "model_key": rec["paper_model"] or rec["model"],
         "frames": int(rec["frames"]),
-        "method": rec["method"],
+        "method": paper.row_key(rec),  # a named variant (eval.paper.VARIANTS) is its own row
         "retention_ratio": round(float(rec["retention_ratio"]), 4),
         "seed": int(rec["seed"]),
         "random_weights": bool(rec["random_weights"]),
@@ -588,8 +588,12 @@ def build(
         if plots_dir is not None:
             plots.accuracy_vs_ratio(wide, group, plots_dir / f"accuracy_{_slug(f'{group[0]}_{group[1]}f')}",
                                     published)  # fmt: skip
-    sections = [("accuracy", acc_tables), ("efficiency", eff_tables), ("vs_paper", vs_tables),
-                ("efficiency_vs_paper", eff_vs_tables)]  # fmt: skip
+            plots.relative_bars(wide, group, plots_dir / f"relative_{_slug(f'{group[0]}_{group[1]}f')}", published)
+    ci = stats.cells(records, key=paper.row_key)  # 95% CIs and paired tests from samples.jsonl (eval/stats.py)
+    ci_tables = [stats.companion_table(ci, methods)] if not ci.empty else []
+    vs_tables = [stats.mark_paper_in_ci(t, ci) for t in vs_tables]
+    sections = [("accuracy", acc_tables), ("accuracy_ci", ci_tables), ("efficiency", eff_tables),
+                ("vs_paper", vs_tables), ("efficiency_vs_paper", eff_vs_tables)]  # fmt: skip
     parts = [f"# {title}\n", f"{len(records)} run records, {len(groups)} model/frames group(s).\n"]
     if runs["random_weights"].any():
         parts.append(f"> **{RANDOM_NOTE}**\n")
@@ -659,13 +663,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = None
     if preset is not None:
         # a row with a record ran; one without says why it cannot run, if it cannot
-        have = {(r["method"], round(float(r["retention_ratio"]), 4)) for r in records}
-        rows = [Row(m, r, "ok" if (m, r) in have else paper.row_status(m, preset.family, preset.pretrained, (r,)))
+        have = {(paper.row_key(r), round(float(r["retention_ratio"]), 4)) for r in records}
+        rows = [Row(m, r, "ok" if (m, r) in have else paper.row_status(paper.base_method(m), preset.family,
+                                                                      preset.pretrained, (r,), paper.variant_overrides(m)))
                 for m, r in preset.rows]
     out = args.out or Path("results/tables") / name
     text = build(
         records, out, None if args.no_plots else (args.plots or Path("results/plots") / name), rows,
-        None if args.no_paper else paper.load_published(), title=f"Results — {name}",
+        None if args.no_paper else paper.published_for(paper.load_published(), preset), title=f"Results — {name}",
     )  # fmt: skip
     if not args.quiet:
         print(text)

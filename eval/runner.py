@@ -254,15 +254,18 @@ def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall
 
 
 def with_answers(rows: list[dict], results: dict) -> list[dict]:
-    """The measurement rows with lmms-eval's (filtered) answer and gold target of the same (task, doc_id)."""
+    """The measurement rows with lmms-eval's (filtered) answer, gold target, per-question score (``correct``) and
+    subgroup of the same (task, doc_id); ``correct`` feeds the confidence intervals (:mod:`eval.stats`)."""
+    from eval.stats import sample_score
+
     answers = {}
     for task, samples in (results.get("samples") or {}).items():
         for s in samples:
-            answers[(task, s["doc_id"])] = (accuracy.response(s), s.get("target"))
+            answers[(task, s["doc_id"])] = (accuracy.response(s), s.get("target"), *sample_score(s, accuracy.METRICS.values()))
     out = []
     for r in rows:
-        ans, target = answers.get((r.get("task"), r.get("doc_id")), (None, None))
-        out.append({**r, "answer": ans, "target": target})
+        ans, target, correct, group = answers.get((r.get("task"), r.get("doc_id")), (None, None, None, None))
+        out.append({**r, "answer": ans, "target": target, "correct": correct, "group": group})
     return out
 
 

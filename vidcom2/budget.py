@@ -22,6 +22,10 @@ from vidcom2.similarity import gaussian_scores
 #: Softmax temperature of the frame-uniqueness weights (official ``compute_scales(temp=0.01)``).
 FCA_TEMPERATURE = 0.01
 ALLOCATORS = ("uniform", "fca")
+#: How FCA aggregates a frame's token uniqueness ``u = -s_video`` into the frame's uniqueness (paper Table 6):
+#: ``mean`` (official default, ``-s_video.mean``) or ``max`` (``max_n u = -min_n s_video``; the May-2025 official
+#: ``frame_score_mode="negtive_video_score_min"``). Uniform budgets are the ``uniform`` allocator.
+FRAME_SCORES = ("mean", "max")
 
 
 def check_ratio(retention_ratio: float) -> float:
@@ -51,12 +55,18 @@ def counts(ratios: torch.Tensor, n: int) -> torch.Tensor:
     return (ratios * n).round().long().clamp(min=1, max=n)
 
 
-def fca_ratios(s_video: torch.Tensor, retention_ratio: float) -> torch.Tensor:
+def fca_ratios(s_video: torch.Tensor, retention_ratio: float, frame_score: str = "mean") -> torch.Tensor:
     """Per-frame ratios ``r_t`` from the token-to-video-centre similarities ``s_video [F, N]`` (dtype kept).
 
-    ``u_t = -mean_n s_video``; ``p = softmax((u - max u) / 0.01)``; ``r_t = min(1, r * (1 + p_t - mean p))``.
+    ``u_t = -mean_n s_video`` (``frame_score="max"``: ``max_n -s_video``); ``p = softmax((u - max u) / 0.01)``;
+    ``r_t = min(1, r * (1 + p_t - mean p))``.
     """
-    u = -s_video.mean(dim=-1)
+    if frame_score == "mean":
+        u = -s_video.mean(dim=-1)
+    elif frame_score == "max":
+        u = -s_video.amin(dim=-1)
+    else:
+        raise ValueError(f"frame_score must be one of {FRAME_SCORES} (uniform budgets: budget=uniform), got {frame_score!r}")
     p = F.softmax((u - u.max()) / FCA_TEMPERATURE, dim=0)
     return (retention_ratio * (1 + p - p.mean())).clamp(max=1.0)
 

@@ -84,7 +84,7 @@ def test_rule_reproduces_every_published_relative_accuracy():
 
 def test_published_numbers_load_with_registry_names_and_seconds():
     pub = paper.load_published()
-    assert len(pub) == 456
+    assert len(pub) == 616  # the spec CSV: the five project-page tables plus Tables 3, 5-8 and Figures 4, 5
     assert set(pub["method"]) >= {"none", "vidcom2", "dycoke_vc2", "sparsevlm", "fastvid_vc2", "holitom_vc2", "visionzip_vc2"}
     total = pub[(pub["metric"] == "total_latency_s") & (pub["method"] == "none")]["value"].iloc[0]
     assert total == 26 * 60 + 3

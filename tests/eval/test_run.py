@@ -50,11 +50,12 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sweep(assets, tmp_path_factory):
-    """``-m method=uniform,vidcom2,fastv budget=uniform``: fastv has no budget allocator, so that job fails."""
+    """``-m method=uniform,vidcom2,pdrop budget=uniform``: pdrop has no budget allocator, so that job fails (fastv and
+    sparsevlm take per-frame budgets since FCA inside the LLM)."""
     out = tmp_path_factory.mktemp("runs")
     wandb_dir = tmp_path_factory.mktemp("wandb")
     proc = run_app(
-        "-m", f"model={MODEL}", "benchmark=tiny_mvbench", "method=uniform,vidcom2,fastv", "budget=uniform",
+        "-m", f"model={MODEL}", "benchmark=tiny_mvbench", "method=uniform,vidcom2,pdrop", "budget=uniform",
         "retention_ratio=0.25", "limit=2", "logger=wandb", f"results_dir={out}", f"cache_dir={assets}",
         "progress=false", WANDB_DIR=str(wandb_dir),
     )
@@ -72,7 +73,7 @@ def test_failed_job_exits_non_zero_and_keeps_the_others(sweep):
     proc, out, _ = sweep
     assert proc.returncode != 0
     assert "has no per-frame budget allocator" in proc.stderr + proc.stdout
-    assert not _record(out, "fastv").exists()
+    assert not _record(out, "pdrop").exists()
     assert _record(out, "uniform").is_file() and _record(out, "vidcom2").is_file()
 
 

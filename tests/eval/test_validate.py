@@ -42,8 +42,9 @@ def test_vanilla_ignores_the_ratio_and_runs_at_one():
 
 
 def test_budget_on_a_method_without_allocator(no_load, tmp_path):
+    # (fastv and sparsevlm take budget=fca since FCA inside the LLM, paper Figure 5; pdrop has no per-frame allocator)
     with pytest.raises(ConfigError, match="no per-frame budget allocator"):
-        run(cfg("method=fastv", "budget=fca", f"results_dir={tmp_path}"))
+        run(cfg("method=pdrop", "budget=fca", f"results_dir={tmp_path}"))
     with pytest.raises(ConfigError, match="budget must be one of"):
         run(cfg("method=vidcom2", "budget=fair", f"results_dir={tmp_path}"))
 

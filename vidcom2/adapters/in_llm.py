@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 import torch
 
 from vidcom2.adapters import _sparsevlm_llm as svl
-from vidcom2.budget import check_ratio, count, keep_highest
+from vidcom2.budget import check_ratio, count, counts, fca_ratios, keep_highest
+from vidcom2.similarity import gaussian_scores
 
 NAME_PREFIX = "vidcom2_in_llm_"
 # id(attention module) -> callback(module, query, key, attention_mask, kwargs). Filled only inside `pruning`.
@@ -125,6 +126,7 @@ class Stage:
     layer: int
     keep: int
     recycled: int = 0
+    fraction: float | None = field(default=None, compare=False)  # keep / N_vis as a ratio (per-frame budgets)
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
                 f"fastv: prune_layer must be in [1, {num_layers - 1}] for a {num_layers}-layer LLM, got {k}"
             )
         rho = keep_fraction(r, num_layers, k, method.budget_mode)
-        return Plan("fastv", (Stage(k, count(rho, num_visual)),), "attention_row", "original", {"rho": rho})
+        hp = {"rho": rho, **_budget_hp(method)}
+        return Plan("fastv", (Stage(k, count(rho, num_visual), fraction=rho),), "attention_row", "original", hp)
     if name == "pdrop":
         from vidcom2.methods.pdrop import schedule
 
@@ -171,6 +174,11 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
         from vidcom2.methods import sparsevlm as sv
 
         layers, recycle = sv.check_layers(method.layers, num_layers), sv.recycles(method)
+        if recycle and getattr(method, "budget", "global") != "global":
+            raise ValueError(
+                f"sparsevlm budget={method.budget!r} selects per frame; recycled cluster centres belong to no frame: "
+                "set recycle=false (method.recycle=false)"
+            )
         frac = sv.solve_fraction(
             r, num_visual, num_layers, layers, method.budget_mode, recycle, method.version
         )
@@ -179,10 +187,11 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
         stages, entering = [], num_visual
         for loc, (k, c) in zip(layers, counts):
             if k < entering:
-                stages.append(Stage(loc + 1, k, c))
+                stages.append(Stage(loc + 1, k, c, fraction=k / num_visual))
             entering = k + c
         stages = tuple(stages)
-        hp = {"fraction": frac, "layers": list(layers), "recycle": recycle, "version": method.version}
+        hp = {"fraction": frac, "layers": list(layers), "recycle": recycle, "version": method.version,
+              **_budget_hp(method)}  # fmt: skip
         if method.version == 2:
             hp["heads"] = int(method.heads)
         mode = "contiguous" if method.version == 1 else "original"  # v2 keeps the position ids (official)
@@ -190,6 +199,23 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
     raise ValueError(
         f"no in-LLM pruning for method {name!r}; in-LLM methods here: 'fastv', 'pdrop', 'sparsevlm'"
     )
+
+
+def _budget_hp(method) -> dict:
+    """``{"budget": ...}`` when the method selects per frame (``uniform``/``fca``), else nothing (global top-k)."""
+    budget = getattr(method, "budget", "global")
+    return {} if budget == "global" else {"budget": budget}
+
+
+def frame_keep(row: torch.Tensor, frame: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
+    """Bool ``[n]``: in each frame ``t`` the ``min(budgets[t], available)`` highest ``row`` entries, where
+    ``frame [n]`` is each candidate's frame index (the per-frame selection of ``budget=uniform|fca``)."""
+    chosen = torch.zeros(row.shape[0], dtype=torch.bool, device=row.device)
+    for t in range(int(budgets.numel())):
+        idx = (frame == t).nonzero().squeeze(1)
+        if idx.numel():
+            chosen[idx] = _top(row[idx], min(int(budgets[t]), idx.numel()))
+    return chosen
 
 
 def position_mode_for(method, text_model) -> str:
@@ -297,6 +323,8 @@ class PruneState:
     recycled: dict = field(default_factory=dict)
     generator: torch.Generator | None = None
     next_id: int = 0
+    frame_of: torch.Tensor | None = None  # per-frame budgets: frame index of every prompt position (-1: none)
+    frame_s_video: torch.Tensor | None = None  # FCA: [F, N] similarities of the pre-LLM features to the video centre
     scored_cos_sin: dict = field(default_factory=dict)  # SparseVLM v2: stage layer -> (cos, sin) of layer - 1
 
 
@@ -328,6 +356,7 @@ def pruning(
     position_mode: str | None = None,
     text_start: int | None = None,
     seed: int = 0,
+    frame_columns: torch.Tensor | None = None,
 ) -> Iterator[PruneState]:
     """Attach in-LLM pruning to ``text_model`` for the duration of the block; everything is undone on exit.
 
@@ -337,6 +366,10 @@ def pruning(
     position_mode: ``original`` or ``contiguous``; default ``plan.position_mode``.
     text_start: SparseVLM: the first prompt position after the video (raters are chosen among the positions from
         there on); default one after the last candidate. seed: seeds SparseVLM's clustering noise (per prefill).
+    frame_columns: LongTensor ``[F, N]`` prompt columns of the video's frames; needed when the plan selects per
+        frame (``plan.hparams["budget"]``): ``uniform`` keeps ``count(fraction, N)`` per frame, ``fca`` the FCA
+        budgets of VidCom2 computed from the pre-LLM features (the text model's ``inputs_embeds`` at those columns),
+        each with the method's own score inside the frame.
     Yields a :class:`PruneState` (rows, kept indices, per-layer counts) filled during the forward passes.
     """
     if mode not in MODES:
@@ -364,6 +397,9 @@ def pruning(
             "SparseVLM recycling inserts new tokens, which have no original position: use 'contiguous'"
         )
     state = PruneState(plan=plan, num_layers=num_layers, position_mode=position_mode, mode=mode)
+    per_frame = plan.hparams.get("budget")
+    if per_frame is not None and frame_columns is None:
+        raise ValueError(f"{plan.method} budget={per_frame!r} selects per frame: pass frame_columns (the video's [F, N] columns)")
     mrope = _is_mrope(text_model)
     config = text_model.config
     old_impl = config._attn_implementation
@@ -408,6 +444,12 @@ def pruning(
             state.raters = svl.raters(embeds[0], state.visual, start, visual.numel())
             state.generator = torch.Generator().manual_seed(int(seed))
             state.recycled, state.next_id = {}, n
+        if per_frame is not None:
+            cols = frame_columns.to(embeds.device)
+            state.frame_of = torch.full((n,), -1, dtype=torch.long, device=embeds.device)
+            state.frame_of[cols.reshape(-1)] = torch.arange(cols.shape[0], device=embeds.device).repeat_interleave(cols.shape[1])
+            if per_frame == "fca":
+                state.frame_s_video = gaussian_scores(embeds[0, cols])[0]
         return None
 
     def on_attention(stage_layer):
@@ -486,6 +528,12 @@ def pruning(
 
         return hook
 
+    def stage_budgets(stage: Stage) -> torch.Tensor:
+        frames, n = frame_columns.shape
+        if per_frame == "fca":
+            return counts(fca_ratios(state.frame_s_video, stage.fraction), n)
+        return torch.full((frames,), count(stage.fraction, n), dtype=torch.long)
+
     def prefill(layer_idx, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         cos, sin = kwargs["position_embeddings"]
@@ -509,7 +557,10 @@ def pruning(
                 state.rows[layer_idx] = row
             vis_cur = state.visual[cur]
             chosen = torch.zeros_like(vis_cur)
-            chosen[vis_cur] = _top(row[vis_cur], stages[layer_idx].keep)
+            if per_frame is None:
+                chosen[vis_cur] = _top(row[vis_cur], stages[layer_idx].keep)
+            else:
+                chosen[vis_cur] = frame_keep(row[vis_cur], state.frame_of[cur][vis_cur], stage_budgets(stages[layer_idx]))
             survive = ~vis_cur | chosen
             local = survive.nonzero().squeeze(1)
             state.current = cur[survive]
@@ -518,6 +569,10 @@ def pruning(
                 hidden, state.current = svl.recycle(state, stage, hidden, cur, row, vis_cur, chosen, survive)
                 local = None  # already applied
             state.keep[layer_idx] = state.current
+            if per_frame is not None and mode == "prune":  # per-frame budgets: the counts are data-dependent
+                kept = int(state.visual[state.current[state.current < state.prompt_len]].sum())
+                kept += int((state.current >= state.prompt_len).sum())
+                state.visual_per_layer[layer_idx:] = [kept] * (num_layers - layer_idx)
             # cos/sin of the survivors, computed once per stage (the parent hands every layer the same tensors)
             if position_mode == "contiguous":
                 n = state.current.numel()
@@ -733,7 +788,14 @@ def generate(
     plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=_is_mrope(text_model))
     video = adapter.visual_token_mask(model, kwargs)[0]
     text_start = int(video.nonzero().max()) + 1 if video.any() else None  # SparseVLM raters: after the video
-    with pruning(text_model, layers, visual, plan, text_start=text_start, seed=seed, **options) as state:
+    frame_columns = None
+    if plan.hparams.get("budget") is not None:
+        found = slots if slots is not None else adapter.video_slots(model, kwargs)
+        if len(found) != 1:
+            raise ValueError(f"{plan.method} budget={plan.hparams['budget']!r} supports one video per prompt, got {len(found)}")
+        frame_columns = found[0].columns
+    with pruning(text_model, layers, visual, plan, text_start=text_start, seed=seed, frame_columns=frame_columns,
+                 **options) as state:  # fmt: skip
         out = generate_fn(**kwargs)
     _record(recorder, state, int(visual.sum()))
     return out

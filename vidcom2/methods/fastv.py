@@ -10,6 +10,12 @@ keep the full KV cache. Defaults: ``K = 2`` (paper title setting). ``retention_r
 ``budget_mode``: ``final`` (default, ``rho = r``: the deep layers hold ``r`` of the tokens) or ``layer_avg``
 (``rho = (r*L - K) / (L - K)``, so the layer-averaged retention is ``r``; error below the floor ``K/L``).
 
+``budget``: ``global`` (default, official: the top tokens over the whole video), or per-frame budgets, ``uniform``
+(``count(rho, N)`` per frame) or ``fca`` (VidCom2's Frame Compression Adjustment, paper Figure 5 "FastV + FCA").
+The paper does not say how it grafted FCA onto FastV; the reading here: the per-frame budgets come from FCA on the
+pre-LLM visual features (the projector outputs the LLM receives) at FastV's keep fraction ``rho``, and inside each
+frame FastV keeps its own highest-attention tokens.
+
 This module is the model-agnostic math; ``vidcom2.adapters.in_llm`` obtains the attention row without eager attention
 (a registered attention function that computes only that row) and slices the sequence at layer K.
 """
@@ -21,7 +27,7 @@ from typing import ClassVar
 
 import torch
 
-from vidcom2.budget import count, keep_highest
+from vidcom2.budget import count, frame_budgets, keep_highest
 from vidcom2.methods._topk import keep_top_global
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
@@ -60,7 +66,7 @@ def top_visual(scores: torch.Tensor, rho: float) -> torch.Tensor:
 @dataclass(frozen=True)
 class FastV:
     """prune_layer: K (scores from layer K-1, pruned before layer K). num_layers: only for ``layer_avg`` on tensors
-    (attached to a model, the adapter passes the real depth)."""
+    (attached to a model, the adapter passes the real depth). budget: ``global`` | ``uniform`` | ``fca`` (above)."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
         name="fastv",
@@ -72,7 +78,27 @@ class FastV:
     prune_layer: int = 2
     budget_mode: str = "final"
     num_layers: int | None = None
+    budget: str = "global"
+
+    def __post_init__(self):
+        check_budget("fastv", self.budget)
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         rho = keep_fraction(retention_ratio, self.num_layers, self.prune_layer, self.budget_mode)
-        return Selection(keep=keep_top_global(scores, rho).to(features.device), stats={"rho": rho})
+        return Selection(keep=select(features, scores, rho, self.budget), stats={"rho": rho, "budget": self.budget})
+
+
+BUDGETS = ("global", "uniform", "fca")
+
+
+def check_budget(name: str, budget: str) -> None:
+    if budget not in BUDGETS:
+        raise ValueError(f"{name}: budget must be one of {BUDGETS} (global = the official top-k over the video), got {budget!r}")
+
+
+def select(features: torch.Tensor, scores: torch.Tensor, fraction: float, budget: str) -> torch.Tensor:
+    """Bool ``[F, N]``: the top ``fraction`` of ``scores`` over the video (``global``) or per frame, with the frame
+    budgets of ``budget`` (``uniform`` | ``fca``) computed from ``features [F, N, D]``."""
+    if budget == "global":
+        return keep_top_global(scores, fraction).to(features.device)
+    return keep_highest(scores.float(), frame_budgets(features, fraction, budget)).to(features.device)

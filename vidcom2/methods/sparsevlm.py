@@ -41,7 +41,6 @@ from typing import ClassVar
 import torch
 
 from vidcom2.budget import count
-from vidcom2.methods._topk import keep_top_global
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
@@ -222,7 +221,10 @@ class SparseVLM:
     """layers: ``pruning_loc`` (their outputs are pruned). recycle: v1's cluster recycling (None: v1 on, v2 off;
     False = drop only). version: 1 (official default) or 2 (SparseVLM+: gravity-corrected scores from the
     ``heads`` heads with the largest rater->visual mass, no recycling, original positions).
-    num_layers: LLM depth (the adapter passes the real one; on tensors only ``layer_avg`` needs it)."""
+    num_layers: LLM depth (the adapter passes the real one; on tensors only ``layer_avg`` needs it).
+    budget: ``global`` (official) or per-frame ``uniform`` / ``fca`` (paper Figure 5 "SparseVLM + FCA"; our reading,
+    as for FastV: frame budgets from FCA on the pre-LLM features at each stage's keep fraction, the raters' scores
+    inside each frame; needs ``recycle=False``, recycled centres belong to no frame)."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
         name="sparsevlm",
@@ -238,6 +240,12 @@ class SparseVLM:
     version: int = 1
     heads: int = 14
     num_layers: int | None = None
+    budget: str = "global"
+
+    def __post_init__(self):
+        from vidcom2.methods.fastv import check_budget
+
+        check_budget("sparsevlm", self.budget)
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         if self.budget_mode not in BUDGET_MODES:
@@ -260,4 +268,7 @@ class SparseVLM:
                 fraction, f * n, self.num_layers, layers, recycle, version=self.version
             )
         stats["fraction"] = fraction
-        return Selection(keep=keep_top_global(scores, fraction).to(features.device), stats=stats)
+        from vidcom2.methods.fastv import select
+
+        stats["budget"] = self.budget
+        return Selection(keep=select(features, scores, fraction, self.budget), stats=stats)
