@@ -140,7 +140,32 @@ def _vs_official(args, dtype) -> tuple[list[dict], list]:
     print(f"\nVidCom2 selection vs the official function's operations, [{f},{n},{args.dim}] {args.dtype} on "
           f"{args.device}, r={args.ratio} (paired per round; 'x one read' = time / time of one read of the features):\n")
     print(markdown_table(["variant", "ms (median)", "speed vs official", "x one read"], table))
+    if fast is not None:
+        agree = _mask_agreement(fast, x, args)
+        rows.append({"variant": "fast mask agreement", **agree})
+        print(f"\nfast vs default masks on this input and {agree['inputs'] - 1} more seeds, r in {agree['ratios']}: "
+              f"{agree['identical_masks']}/{agree['masks']} identical masks, {agree['token_agreement']:.5f} of kept "
+              f"tokens shared, per-frame budgets equal in {agree['equal_budgets']}/{agree['masks']}")
     return rows, [speed[k] for k in fns if k not in ("read", "official")]
+
+
+def _mask_agreement(fast, x, args, seeds: int = 3) -> dict:
+    """How often the fast formulation's masks equal the default's (the official results) at the bench shape."""
+    default = vidcom2.get_method("vidcom2")
+    ratios = (0.1, 0.15, 0.25, 0.5)
+    inputs = [x] + [_inputs(*x.shape, args.device, x.dtype, seed=100 + s)[0] for s in range(seeds)]
+    same = budgets = masks = 0
+    shared = kept = 0
+    for inp in inputs:
+        for r in ratios:
+            a, b = default(inp, r).keep, fast(inp, r).keep
+            masks += 1
+            same += bool(torch.equal(a, b))
+            budgets += bool(torch.equal(a.sum(dim=1), b.sum(dim=1)))
+            shared += int((a & b).sum())
+            kept += int(a.sum())
+    return {"inputs": len(inputs), "ratios": list(ratios), "masks": masks, "identical_masks": same,
+            "equal_budgets": budgets, "token_agreement": shared / kept}
 
 
 def main(argv=None) -> None:

@@ -47,3 +47,23 @@ def test_fast_scores_equal_float64_scores_to_fp32_rounding():
         want = sum(torch.exp(-d2 / (2 * a)) for a in S.ALPHAS)
         assert torch.allclose(got.double(), want, atol=2e-5, rtol=0)
     assert not math.isnan(float(s_video.sum()))
+
+
+def test_fast_vidcom2_masks_equal_the_reference_away_from_ties():
+    import vidcom2
+    from tests.vidcom2 import reference as ref
+    from tests.vidcom2.test_vidcom2_exact import _video
+
+    checked = 0
+    for seed in range(12):
+        for structured in (False, True):
+            x = _video(5, 30, 10, seed, structured)
+            for r in (0.1, 0.25, 0.5):
+                want, ks, margin = ref.vidcom2_mask_and_margin(x, r)
+                if margin <= 1e-6:  # within rounding of a decision boundary: either mask is right
+                    continue
+                sel = vidcom2.apply("vidcom2", x, r, fast=True)
+                assert torch.equal(sel.keep, want) and sel.keep.sum(dim=1).tolist() == ks
+                assert sel.stats["formulation"] == "fast"
+                checked += 1
+    assert checked >= 60

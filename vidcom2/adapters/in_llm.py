@@ -164,10 +164,11 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int, *
         hp = {"rho": rho, **_budget_hp(method)}
         return Plan("fastv", (Stage(k, count(rho, num_visual), fraction=rho),), "attention_row", "original", hp)
     if name == "pdrop":
-        from vidcom2.methods.pdrop import schedule
+        from vidcom2.methods.pdrop import schedule, stage_counts
 
         sched = schedule(r, num_layers, method.layers, method.budget_mode)
-        stages = tuple(Stage(int(layer), count(frac, num_visual)) for layer, frac in sched)
+        kept = stage_counts(sched, num_visual, method.counting)
+        stages = tuple(Stage(int(layer), k) for (layer, _), k in zip(sched, kept))
         mode = "original" if mrope else "contiguous"  # = position_mode_for(method, text_model)
         return Plan("pdrop", stages, "recompute", mode, {"schedule": [(int(a), float(b)) for a, b in sched]})
     if name == "sparsevlm":

@@ -90,8 +90,8 @@ def stage_counts(sched: list[tuple[int, float]], num_visual: int, counting: str 
 
     if counting == "round":
         return [count(frac, num_visual) for _, frac in sched]
-    if counting == "truncate":
-        return [int(num_visual * frac) for _, frac in sched]
+    if counting == "truncate":  # at least one token: a stage that keeps none cannot be attended (N * ratio < 1)
+        return [max(1, int(num_visual * frac)) for _, frac in sched]
     raise ValueError(f"pdrop: counting must be 'round' or 'truncate', got {counting!r}")
 
 
@@ -111,6 +111,11 @@ class PDrop:
     layers: tuple[int, ...] | None = None
     budget_mode: str = "final"
     num_layers: int | None = None
+    counting: str = "round"  # per-stage counts: the project's rounding, or the official ``truncate`` (int(N * ratio))
+
+    def __post_init__(self):
+        if self.counting not in ("round", "truncate"):
+            raise ValueError(f"pdrop: counting must be 'round' or 'truncate', got {self.counting!r}")
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         if self.budget_mode == "final" and self.num_layers is None:

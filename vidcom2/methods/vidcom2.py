@@ -60,7 +60,9 @@ TOKEN_SCORES = ("sum", "s_frame", "neg_s_frame", "s_video", "neg_s_video")
 class VidCom2:
     """budget: ``fca`` (the paper's Frame Compression Adjustment) or ``uniform`` (ablation: same ratio per frame).
     compute_dtype: ``input`` (official) or ``float32``. token_score, frame_score, window, score_weights: the
-    ablation knobs of the module docstring (defaults = official)."""
+    ablation knobs of the module docstring (defaults = official). fast: the faster formulation of the statistics
+    (blocked two-pass channel variance, dot-product distances; see :mod:`vidcom2.similarity`): not bit-identical
+    to the official code, so masks can differ at near-ties (agreement measured by ``make bench-select``)."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
         name="vidcom2",
@@ -74,6 +76,7 @@ class VidCom2:
     frame_score: str = "mean"
     window: int | None = None
     score_weights: tuple[float, float] = (1.0, 1.0)
+    fast: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "score_weights", tuple(float(w) for w in self.score_weights))
@@ -99,7 +102,9 @@ class VidCom2:
         stats["tie_rule"] = "lower_index"  # equal scores at the cut-off: the lower index is kept (official: backend's)
         if retention_ratio >= 1.0:
             return Selection(keep=torch.ones(x.shape[:2], dtype=torch.bool, device=x.device), stats=stats)
-        s_video, s_frame = _scores(x, self.window)
+        if self.fast:
+            stats["formulation"] = "fast"  # not bit-identical to the official code (vidcom2.similarity)
+        s_video, s_frame = _scores(x, self.window, self.fast)
         n = x.shape[1]
         if self.budget == "fca":
             k = counts(fca_ratios(s_video, retention_ratio, self.frame_score), n)
@@ -118,22 +123,18 @@ class VidCom2:
         return {"s_frame": -s_frame, "neg_s_frame": s_frame, "s_video": -s_video, "neg_s_video": s_video}[self.token_score]
 
 
-def _scores(x: torch.Tensor, window: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _scores(x: torch.Tensor, window: int | None, fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(s_video, s_frame)``, each ``[F, N]``; with a ``window`` < F the video centre of frame t is local."""
     f, n, d = x.shape
     if window is None or window >= f:
-        return gaussian_scores(x)
-    frames = F.normalize(low_variance_channels(x.reshape(f * n, d)).view(f, n, -1), dim=-1)
+        return gaussian_scores(x, fast=fast)
+    frames = F.normalize(low_variance_channels(x.reshape(f * n, d), fast=fast).view(f, n, -1), dim=-1)
     centres = torch.stack([frames[lo : lo + window].mean(dim=(0, 1)) for lo in _window_starts(f, window)])
-    return multi_scale_gaussian(frames, centres.unsqueeze(1)), multi_scale_gaussian(frames, frames.mean(dim=1, keepdim=True))
+    return (multi_scale_gaussian(frames, centres.unsqueeze(1), fast=fast),
+            multi_scale_gaussian(frames, frames.mean(dim=1, keepdim=True), fast=fast))
 
 
 def _window_starts(num_frames: int, window: int) -> list[int]:
     """First frame of frame t's window: ``t - W//2``, clamped to ``[0, F - W]``."""
     return [min(max(0, t - window // 2), num_frames - window) for t in range(num_frames)]
 
-
-def frame_uniqueness(features: torch.Tensor) -> torch.Tensor:
-    """``u_t = -mean_n s_video[t, n]`` for ``features [F, N, D]`` -> ``[F]`` (higher = more unique frame)."""
-    s_video, _ = gaussian_scores(features)
-    return -s_video.mean(dim=-1)

@@ -172,12 +172,17 @@ def test_pdrop_official_schedule_is_reachable_and_its_counts_documented():
         assert pdrop.stage_counts(sched, n, "truncate") == [int(n * x) for x in (0.5, 0.25, 0.125)]
         assert pdrop.stage_counts(sched, n, "round") == pdrop.stage_counts(sched, n, "truncate")
     # the documented difference: a fractional part >= 0.5 (here 7 * 0.25 = 1.75, 7 * 0.125 = 0.875)
-    assert pdrop.stage_counts(sched, 7, "truncate") == [3, 1, 0]
+    assert pdrop.stage_counts(sched, 7, "truncate") == [3, 1, 1]  # int(0.875) = 0, floored at one token
     assert pdrop.stage_counts(sched, 7, "round") == [4, 2, 1]
+    assert pdrop.stage_counts(sched, 13, "truncate") == [6, 3, 1]  # int(6.5), int(3.25), int(1.625)
     from vidcom2.adapters.in_llm import plan_for
 
-    plan = plan_for(vidcom2.get_method("pdrop", layers=(8, 16, 24)), 0.125, 32, 7, mrope=False)
-    assert [s.keep for s in plan.stages] == pdrop.stage_counts(sched, 7, "round")  # the adapter rounds
+    plan = plan_for(vidcom2.get_method("pdrop", layers=(8, 16, 24)), 0.125, 32, 13, mrope=False)
+    assert [s.keep for s in plan.stages] == [6, 3, 2]  # the project's rounding: half-even 6.5 -> 6, 3.25, 1.625
+    official = vidcom2.get_method("pdrop", layers=(8, 16, 24), counting="truncate")
+    assert [s.keep for s in plan_for(official, 0.125, 32, 13, mrope=False).stages] == [6, 3, 1]
+    with pytest.raises(ValueError, match="counting"):
+        vidcom2.get_method("pdrop", counting="floor")
     with pytest.raises(ValueError, match="counting"):
         pdrop.stage_counts(sched, 7, "floor")
 
