@@ -54,7 +54,7 @@ CASES = [
     _c("dtype_unknown", "model.dtype=float64x", "model.dtype"),
     _c("attn_unknown", "+model.attn_implementation=fast", "model.attn_implementation"),
     _c("budget_unknown", "budget=fcx", "budget"),
-    _c("budget_on_fastv", "method=fastv budget=fca", "budget"),
+    _c("budget_on_pdrop", "method=pdrop budget=fca", "budget"),
     _c("hparam_unknown", "+method.budgett=fca", "method"),
     _c("position_mode_unknown", "position_mode=bogus", "position_mode"),
     _c("family_mismatch", "model.family=qwen2_vl", "model.family"),
