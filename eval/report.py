@@ -13,18 +13,30 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from eval import env, paper, plots, record, stats
+from eval.tables import (  # noqa: F401  (re-exported: the reporter's formatting API)
+    APPROX_MARK,
+    DASH,
+    RANDOM_MARK,
+    Table,
+    fmt,
+    fmt_change,
+    fmt_delta,
+    fmt_duration,
+    fmt_num,
+    fmt_ratio,
+    pct_change,
+    to_latex,
+    to_markdown,
+    write_tables,
+)
 
-DASH = "–"
-RANDOM_MARK = "‡"
-APPROX_MARK = "†"
 RANDOM_NOTE = (
     f"{RANDOM_MARK} RANDOM WEIGHTS: these rows come from random-weight models (`random_weights: true`); "
     "their accuracy is meaningless and only shows that the pipeline runs."
@@ -42,16 +54,6 @@ class Row:
     method: str
     retention_ratio: float
     status: str = "ok"
-
-
-@dataclass
-class Table:
-    """A rendered table: ``data`` is numeric (CSV), ``display`` is strings (Markdown, LaTeX)."""
-
-    title: str
-    data: pd.DataFrame
-    display: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -244,36 +246,6 @@ def default_rows(frame: pd.DataFrame, methods: pd.DataFrame) -> list[Row]:
 # ----------------------------------------------------------------------------------------------- formatting
 
 
-def fmt(value: float, digits: int = 1) -> str:
-    return DASH if value is None or pd.isna(value) else f"{value:.{digits}f}"
-
-
-def fmt_num(value: float) -> str:
-    """Latencies and the like: 1 decimal from 100 up, 2 from 1, 3 significant digits below."""
-    if value is None or pd.isna(value):
-        return DASH
-    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
-
-
-def fmt_change(value: float) -> str:
-    """Relative change in % with a real minus sign: -71.2 -> '−71.2%'."""
-    return DASH if value is None or pd.isna(value) else f"{value:+.1f}%".replace("-", "−")
-
-
-def fmt_duration(seconds: float) -> str:
-    """The paper prints total time as m:ss; short runs keep a decimal."""
-    if seconds is None or pd.isna(seconds):
-        return DASH
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(round(seconds)), 60)
-    return f"{minutes}:{rest:02d}"
-
-
-def fmt_ratio(ratio: float) -> str:
-    return f"{100 * ratio:g}%"
-
-
 def _label(row: Row, info: dict, methods: pd.DataFrame, approx: dict[str, str]) -> str:
     label = paper.method_label(row.method, methods)
     if row.status != "ok":
@@ -289,10 +261,6 @@ def _label(row: Row, info: dict, methods: pd.DataFrame, approx: dict[str, str]) 
 def _text(value: object) -> bool:
     """True for a non-empty string (pandas gives NaN where a record had null)."""
     return isinstance(value, str) and bool(value.strip())
-
-
-def fmt_delta(value: float) -> str:
-    return "" if value is None or pd.isna(value) else f" ({value:+.1f})".replace("-", "−")
 
 
 def _common_notes(flags: pd.DataFrame, approx: dict[str, str], methods: pd.DataFrame) -> list[str]:
@@ -360,13 +328,6 @@ EFFICIENCY_COLUMNS = (
     ("throughput", "Throughput (samples/s)", fmt_num),
     ("prefill_tflops", "Prefill TFLOPs/sample", fmt_num),
 )
-
-
-def pct_change(value: float, base: float) -> float:
-    """100 * (value - base) / base; NaN where either is missing or base is 0."""
-    if value is None or base is None or pd.isna(value) or pd.isna(base) or base == 0:
-        return math.nan
-    return 100.0 * (float(value) - float(base)) / float(base)
 
 
 def efficiency_table(agg: pd.DataFrame, group: tuple, rows: list[Row], methods: pd.DataFrame) -> Table:
@@ -492,51 +453,6 @@ def efficiency_vs_paper_table(eff: Table, published: pd.DataFrame, methods: pd.D
 
 
 # -------------------------------------------------------------------------------------------------- writers
-
-
-def to_markdown(table: Table) -> str:
-    body = table.display.to_markdown(index=False, disable_numparse=True)
-    notes = "".join(f"\n- {n}" for n in table.notes)
-    return f"### {table.title}\n\n{body}\n{notes}\n"
-
-
-def _tex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("$", r"\$"), ("–", "--"), ("−", "$-$"), ("Δ", r"$\Delta$"), ("×", r"$\times$"),
-                 (APPROX_MARK, r"$^\dagger$"), (RANDOM_MARK, r"$^\ddagger$")):  # fmt: skip
-        text = text.replace(a, b)
-    return re.sub(r"`([^`]*)`", r"\\texttt{\1}", text)  # Markdown code spans
-
-
-def to_latex(table: Table) -> str:
-    """A booktabs tabular inside a table float; notes go under it in footnotesize."""
-    cols = list(table.display.columns)
-    spec = "ll" + "r" * (len(cols) - 2)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(table.title)}}}",
-             r"\resizebox{\linewidth}{!}{%", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(_tex_escape(str(c)) for c in cols) + r" \\", r"\midrule"]  # fmt: skip
-    previous_ratio = None
-    for _, row in table.display.iterrows():
-        # a rule between retention-ratio blocks, as in the paper
-        if previous_ratio is not None and row["Ratio"] != previous_ratio:
-            lines.append(r"\midrule")
-        previous_ratio = row["Ratio"]
-        lines.append(" & ".join(_tex_escape(str(v)) for v in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}"]
-    lines += [rf"\par\footnotesize {_tex_escape(n)}" for n in table.notes]
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def write_tables(tables: list[Table], out_dir: Path, stem: str) -> list[Path]:
-    """``<stem>.md``, ``<stem>.csv`` (numeric, tidy: one frame for all groups) and ``<stem>.tex``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record.clean_stale_temps(out_dir)  # temp files of a report killed mid-write
-    paths = [out_dir / f"{stem}.{ext}" for ext in ("md", "csv", "tex")]
-    record.write_text(paths[0], "\n".join(to_markdown(t) for t in tables))
-    record.write_text(paths[1], pd.concat([t.data for t in tables], ignore_index=True).to_csv(index=False))
-    record.write_text(paths[2], "\n".join(to_latex(t) for t in tables))
-    return paths
 
 
 # ------------------------------------------------------------------------------------------------ the report

@@ -163,7 +163,7 @@ def _group(rec: dict) -> tuple:
 
 def companion_table(ci: pd.DataFrame, methods: pd.DataFrame):
     """The "accuracy_ci" table: one line per cell with its interval and the paired test against vanilla."""
-    from eval import paper, report
+    from eval import paper, tables
 
     display = []
     for _, r in ci.iterrows():
@@ -171,11 +171,11 @@ def companion_table(ci: pd.DataFrame, methods: pd.DataFrame):
         tested = p is not None and not pd.isna(p)
         display.append({
             "Model": f"{r['model_key']} ({r['frames']}f)", "Method": paper.method_label(r["method"], methods),
-            "Ratio": report.fmt_ratio(r["retention_ratio"]), "Seed": str(r["seed"]),
-            "Column": paper.COLUMN_LABELS.get(r["metric"], r["metric"]), "Acc.": report.fmt(r["accuracy"]),
-            "95% CI": f"[{report.fmt(r['ci_low'])}, {report.fmt(r['ci_high'])}]", "n": str(int(r["n"])),
-            "Δ vs vanilla": report.fmt_delta(r["delta"]).strip(" ()") if tested else report.DASH,
-            "McNemar p": f"{p:.3g}" if tested else report.DASH,
+            "Ratio": tables.fmt_ratio(r["retention_ratio"]), "Seed": str(r["seed"]),
+            "Column": paper.COLUMN_LABELS.get(r["metric"], r["metric"]), "Acc.": tables.fmt(r["accuracy"]),
+            "95% CI": f"[{tables.fmt(r['ci_low'])}, {tables.fmt(r['ci_high'])}]", "n": str(int(r["n"])),
+            "Δ vs vanilla": tables.fmt_delta(r["delta"]).strip(" ()") if tested else tables.DASH,
+            "McNemar p": f"{p:.3g}" if tested else tables.DASH,
             "": (NS_MARK if not r["significant"] else "") if tested else "",
         })  # fmt: skip
     notes = [
@@ -183,7 +183,7 @@ def companion_table(ci: pd.DataFrame, methods: pd.DataFrame):
         "subtasks and average them, as their headlines do). Δ and p: exact McNemar test against vanilla of the same "
         f"model, frames, benchmark and seed on the same questions; {NS_MARK} = not significant at 5% (eval/stats.py).",
     ]
-    return report.Table("Confidence intervals and paired tests", ci, pd.DataFrame(display), notes)
+    return tables.Table("Confidence intervals and paired tests", ci, pd.DataFrame(display), notes)
 
 
 def mark_paper_in_ci(vs, ci: pd.DataFrame):
