@@ -17,8 +17,12 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 
 def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, seed: int, offline: bool,
-              main: bool = True) -> dict | None:
+              main: bool = True, max_new_tokens: int | None = None) -> dict | None:
     """``simple_evaluate`` on ``tasks`` with the model instance ``lm``; returns lmms-eval's result dict.
+
+    ``max_new_tokens`` (the benchmark config's key; None = each task's own setting) caps generation through
+    lmms-eval's ``gen_kwargs``, merged into every task's ``generation_kwargs`` (a task YAML without a cap, such as
+    PerceptionTest's, otherwise lets a model that never emits EOS generate 1024 tokens per question).
 
     Under a data-parallel launch lmms-eval returns the gathered result on rank 0 only: the other ranks
     (``main=False``) get ``None``.
@@ -47,6 +51,7 @@ def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, see
         model=lm,
         tasks=list(tasks),
         limit=limit,
+        gen_kwargs=f"max_new_tokens={int(max_new_tokens)}" if max_new_tokens else None,
         batch_size=1,
         task_manager=tm,
         bootstrap_iters=0,

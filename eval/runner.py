@@ -158,6 +158,7 @@ def prepare(c: dict, w: distributed.World):
     validate.check_pretrained(pretrained, bool(p.meta["random_weights"]))
     validate.check_checkpoint_family(p.meta["family"], pretrained)
     validate.check_task_files(bench)
+    validate.check_generation(bench)
     validate.check_data(bench)
     validate.check_hub_weights(pretrained, bool(p.meta["random_weights"]))
     return p, mirror, False
@@ -183,7 +184,8 @@ def _run(c: dict, w: distributed.World) -> Path:
     measure.reset_peak_memory()  # CUDA peak = weights + this run's inference (not an earlier run's or the loading's)
     t_eval = time.perf_counter()
     results = run_tasks(lm, list(bench["tasks"]), prompt_model=p.meta["prompt_model"], limit=c["limit"],
-                        seed=c["seed"], offline=bool(bench.get("offline")), main=w.main)
+                        seed=c["seed"], offline=bool(bench.get("offline")), main=w.main,
+                        max_new_tokens=bench.get("max_new_tokens"))
     wall = time.perf_counter() - t_eval
     per_rank = distributed.gather_to_main((lm.sample_rows, measure.peak_memory()), w)
     if not w.main:  # rank 0 writes the record of the whole run; the others wait for it (next run starts together)

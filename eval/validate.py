@@ -438,3 +438,13 @@ def check_task_files(bench: dict) -> None:
                 first = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise ConfigError(f"benchmark task file {path.name} ({path}) does not parse: {first}; restore it "
                                   "(git checkout) or regenerate it with `python scripts/make_tiny_benchmarks.py --write-docs`") from None
+
+
+def check_generation(bench: dict) -> None:
+    """``benchmark.max_new_tokens``: null (the tasks' own setting) or a positive integer."""
+    n = bench.get("max_new_tokens")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(
+            f"benchmark.max_new_tokens={n!r} is not a positive integer; set it to a token count (e.g. 16) or null "
+            "(each task's own generation settings)"
+        )

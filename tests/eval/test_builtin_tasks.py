@@ -74,6 +74,8 @@ CASES = [("tiny_llava_ov", "vidcom2", k) for k in DATASETS] + [
 def test_builtin_task_runs_offline_on_the_tiny_hub(cache, model, method, kind):
     frames = 2 if "llava" in model else 4
     extra = [f"benchmark.tasks=[{','.join(MV_SUBSET)}]"] if kind == "mvbench" else []
+    if kind == "perceptiontest":  # its task YAML sets no cap: a random-weight model would generate 1024 tokens
+        extra.append("benchmark.max_new_tokens=4")
     rec = run(cache, f"model={model}", f"benchmark={kind}", f"method={method}", f"model.frames={frames}", *extra)
     record.validate(rec)
     leaves = MV_SUBSET if kind == "mvbench" else list(rec["config"]["benchmark"]["tasks"])
@@ -92,6 +94,11 @@ def test_builtin_task_runs_offline_on_the_tiny_hub(cache, model, method, kind):
     assert rec["frames_fed"] == frames  # every video decoded to the configured frame count
     realised = rec["efficiency"]["retention_realised"]
     assert realised == pytest.approx(1.0) if method == "none" else abs(realised - 0.25) < 0.05
+    if kind == "perceptiontest":  # the benchmark's generation cap reached every question (lmms-eval gen_kwargs)
+        found = record.find_records(cache / "runs", kind, model, method, 0.25, 0)
+        rows = [json.loads(x) for f in found for x in (f.parent / "samples.jsonl").read_text().splitlines()]
+        assert rows and max(r["new_tokens"] for r in rows) <= 4
+        assert rec["identity"]["benchmark"]["max_new_tokens"] == 4
 
 
 def test_full_mvbench_group_scores_every_subtask(cache):
