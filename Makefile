@@ -101,18 +101,26 @@ sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yam
 	$(PY) -m eval.report --sweep $(SWEEP)
 
 # Offline demo (CPU, a few minutes): vanilla + every method at r=0.25 on a tiny random-weight model over the four
-# tiny benchmarks, through lmms-eval's real evaluator (docs/harness.md). dycoke_ttm and dycoke run at DyCoke's nominal K=0.75:
+# tiny benchmarks, then vanilla + VidCom2 on lmms-eval's built-in tasks of all six real benchmarks (MVBench, VideoMME,
+# LongVideoBench, MLVU, EgoSchema, PerceptionTest) served from the generated tiny hub, through lmms-eval's real
+# evaluator (docs/harness.md). dycoke_ttm and dycoke run at DyCoke's nominal K=0.75:
 # pure TTM cannot reach 25% (its anchor frames stay whole); the table shows the retention it realises. sparsevlm's
 # pruning layers 2/6/15 assume a 28-layer LLM: on the 4-layer tiny LLM it prunes after layers 0/1/2.
 .PHONY: demo
 DEMO_MODEL ?= tiny_llava_ov
 DEMO_RUN := $(OFFLINE) $(PY) -m eval.run -m model=$(DEMO_MODEL) 'benchmark=glob(tiny_*)' retention_ratio=0.25 progress=false
+# lmms-eval's built-in tasks (unmodified YAMLs and utils) of the six real benchmarks on the generated tiny hub
+DEMO_HUB_RUN := HF_HOME=$(abspath .cache/tiny_hub) $(OFFLINE) $(PY) -m eval.run -m model=$(DEMO_MODEL) \
+	benchmark=mvbench,videomme,longvideobench,mlvu,egoschema,perceptiontest benchmark.max_new_tokens=16 model.frames=4 \
+	retention_ratio=0.25 progress=false
 demo: install ## offline demo: tiny models + tiny benchmarks, vanilla and every method at r=0.25, then the table (DEMO_MODEL=tiny_qwen3_vl ...)
 	$(TINY_ASSETS)
 	$(DEMO_RUN) 'method=glob(*,exclude=[dycoke_ttm,dycoke,sparsevlm])'
 	$(DEMO_RUN) method=dycoke_ttm method.merge_ratio=0.75
 	$(DEMO_RUN) method=dycoke method.merge_ratio=0.75
 	$(DEMO_RUN) method=sparsevlm 'method.layers=[0,1,2]'
+	$(PY) -m eval.tinyhub >/dev/null
+	$(DEMO_HUB_RUN) method=none,vidcom2
 	$(PY) -m eval.report --model $(DEMO_MODEL)
 	@$(PY) -m eval.summary --note
 
