@@ -268,11 +268,11 @@ def main() -> None:
     ap.add_argument("--out", default="assets/trained_tiny/llava_onevision")
     ap.add_argument("--steps", type=int, default=None, help=f"training steps (default {CONFIG['steps']})")
     ap.add_argument("--check-steps", type=int, default=None,
-                    help="train this many steps twice and compare the weights' digests (writes nothing)")
+                    help="train this many steps twice on small pools and compare the weights' digests (writes nothing)")
     args = ap.parse_args()
     cfg = dict(CONFIG, steps=args.steps or CONFIG["steps"])
-    if args.check_steps:
-        cfg["steps"] = args.check_steps
+    if args.check_steps:  # the real code path on small pools (8 clips per task and stage): cheap, same kernels
+        cfg.update(steps=args.check_steps, pool=[8] * len(cfg["stages"]), val_per_task=8)
         digests = [digest(train(cfg, log=lambda r: None)[0]) for _ in range(2)]
         print(json.dumps({"steps": cfg["steps"], "digests": digests, "identical": digests[0] == digests[1]}))
         raise SystemExit(0 if digests[0] == digests[1] else 1)
