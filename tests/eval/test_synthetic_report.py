@@ -7,7 +7,8 @@ import json
 import pandas as pd
 
 from eval import record, synthetic
-from tests.eval.fixtures.records.make import efficiency, record as fixture_record
+from tests.eval.fixtures.records.make import efficiency
+from tests.eval.fixtures.records.make import record as fixture_record
 
 MODEL = "trained_tiny_llava_ov"
 
