@@ -35,12 +35,14 @@ from eval.tasks import synthetic_data as sd
 
 CONFIG = dict(
     seed=0, vision_hidden=32, vision_layers=2, text_hidden=64, text_layers=3, text_heads=4, text_kv_heads=2,
-    text_intermediate=128, lr=3e-3, weight_decay=0.01, warmup=30, steps=700, per_task=4, aux_weight=0.3,
+    text_intermediate=128, lr=2e-3, weight_decay=0.01, warmup=50, steps=1500, per_task=4, aux_weight=0.5,
     # curriculum stages: [end as a fraction of the steps, object scale, frames per clip]
-    stages=[[0.2, 1.5, 2], [0.35, 1.0, 2], [1.0, 1.0, 4]],
-    pool=[96, 96, 512], val_per_task=32, post_prompt="Only give the best option.\n", deep_answer=64,
+    stages=[[0.1, 1.5, 4], [1.0, 1.0, 4]],
+    pool=[128, 512], val_per_task=32, post_prompt="Only give the best option.\n", deep_answer=64,
 )
-AUX_TOKENS = {"red": "r", "green": "g", "blue": "b", "yellow": "y", None: "."}
+# aux class of a pooled token: its object's colour x the quadrant the token lies in (16 letters), or "." (none)
+AUX_TOKENS = {(c, q): "abcdefghijklmnop"[4 * i + q] for i, c in enumerate(sd.COLORS) for q in range(4)}
+AUX_NONE = "."
 LETTERS = "ABCD"
 
 
@@ -89,16 +91,19 @@ def prompt_ids(processor, task: str, post_prompt: str, frames: int = sd.FRAMES) 
 
 
 def aux_labels(clip: sd.Clip) -> np.ndarray:
-    """``str [frames, 8, 8]`` (as aux token characters): per pooled cell, the colour covering >= 1/4 of it."""
+    """``str [frames, 8, 8]`` (as aux token characters): per pooled cell, the colour covering >= 1/4 of it and the
+    cell's quadrant (cells align with the quadrant lines: 4 x 28 px = half the frame)."""
     cell = 28
     side = sd.SIZE // cell
-    out = np.full((clip.frames, side, side), AUX_TOKENS[None], dtype="<U1")
+    quad = (np.arange(side)[:, None] >= side // 2) * 2 + (np.arange(side)[None, :] >= side // 2)
+    out = np.full((clip.frames, side, side), AUX_NONE, dtype="<U1")
     for s in clip.squares:
         cover = np.zeros((sd.SIZE, sd.SIZE))
         cover[s.y : s.y + s.side, s.x : s.x + s.side] = 1
         frac = cover.reshape(side, cell, side, cell).mean(axis=(1, 3))
         for f in s.frames:
-            out[f][frac >= 0.25] = AUX_TOKENS[s.color]
+            for q in range(4):
+                out[f][(frac >= 0.25) & (quad == q)] = AUX_TOKENS[s.color, q]
     return out
 
 

@@ -5,7 +5,7 @@ clip is :data:`FRAMES` frames of :data:`SIZE` px on a plain background (one of :
 axis-aligned squares in one of :data:`COLORS`. Four task types (MVBench format: ``video/question/candidates/answer``,
 4 candidates in a fixed order per task, letter answers), each with a purpose:
 
-- ``event``: one square flashes in ONE frame (what colour appeared?). Lives in ~1-4 of the clip's 512 tokens of one
+- ``event``: one square flashes in ONE frame (what colour appeared?). Lives in ~2-4 of the clip's 256 tokens of one
   frame: a method must give a distinctive frame its budget (VidCom2's frame uniqueness) and keep its odd tokens.
 - ``location``: one small static square in every frame, in one quadrant (where is it?). Needs a kept token of the
   object and the spatial information its features carry.
@@ -48,7 +48,8 @@ QUESTIONS = {
     "control": "What colour is the background?",
 }
 CANDIDATES = {"event": list(COLORS), "location": list(QUADRANTS), "order": list(COLORS), "control": list(BACKGROUNDS)}
-SIDE = (18, 30)  # object side in px at scale 1 (a pooled token covers 28 x 28 px)
+VERSION = 2  # in the video names: a cache of clips drawn by an earlier generator is never reused
+SIDE = (36, 48)  # object side in px at scale 1: a pooled token covers 28 x 28 px, so >= 56% of one token, 2-4 tokens
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def make_clip(task: str, split: str, k: int, scale: float = 1.0, frames: int = F
     rng = np.random.default_rng([SPLIT_IDS[split], TASK_IDS[task], int(k)])
     colors, backgrounds = list(COLORS), list(BACKGROUNDS)
     background = backgrounds[int(rng.integers(4))]
-    name = f"synthetic/{split}_{task}_{k:04d}_{frames}f.mp4"
+    name = f"synthetic/v{VERSION}/{split}_{task}_{k:04d}_{frames}f.mp4"
     if task == "event":
         f, c = int(rng.integers(frames)), colors[int(rng.integers(4))]
         return Clip(task, name, background, (_square(rng, [f], c, scale),), c, (f,), frames)

@@ -23,9 +23,7 @@ from eval.tasks import synthetic_data as sd
 ROOT = Path(__file__).resolve().parents[2]
 CKPT = ROOT / "assets" / "trained_tiny" / "llava_onevision"
 POST = "Only give the best option.\n"
-# no trained checkpoint is committed yet (docs/synthetic.md, "Status"): these tests run as soon as one is
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (CKPT / "model.safetensors").is_file(),
-                                                   reason=f"no trained checkpoint at {CKPT}: run `make train-tiny`")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
