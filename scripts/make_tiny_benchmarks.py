@@ -4,13 +4,14 @@
 
 Videos go to ``--out``, default ``$VTC_TINY_DATA`` or ``.cache/tiny_bench/videos`` under the working directory
 (where ``python -m eval.run`` looks by default: its ``tiny_data`` key). ``--write-docs``
-rewrites the committed doc JSONs under ``eval/tasks/tiny_*`` from the spec in ``eval/tasks/tiny_data.py``.
+rewrites the committed doc JSONs under ``eval/tasks/tiny_*`` from the spec in ``eval/tasks/tiny_data.py`` and those of
+``eval/tasks/synthetic_mvbench`` from ``eval/tasks/synthetic_data.py`` (whose test clips go to ``<out>/synthetic/``).
 """
 
 import argparse
 from pathlib import Path
 
-from eval.tasks import tiny_data
+from eval.tasks import synthetic_data, tiny_data
 from eval.tasks.tiny_utils import data_dir
 
 
@@ -21,11 +22,13 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true", help="rewrite eval/tasks/tiny_*/*.json from the spec")
     args = ap.parse_args()
     if args.write_docs:
-        for p in tiny_data.write_docs():
+        for p in [*tiny_data.write_docs(), *synthetic_data.write_docs()]:
             print(f"[docs] {p}")
     out = Path(args.out).resolve() if args.out else data_dir()
     paths = tiny_data.build(out, force=args.force)
     print(f"[videos] {len(paths)} in {out}")
+    synthetic = synthetic_data.build(out, force=args.force)
+    print(f"[videos] {len(synthetic)} synthetic in {out / 'synthetic'}")
 
 
 if __name__ == "__main__":
