@@ -162,6 +162,7 @@ def check_data(bench: dict) -> list[str]:
                 raise ConfigError(f"benchmark {name}: video folder {root} exists but is empty, so lmms-eval will not "
                                   f"download into it; remove it (rmdir {root}) and rerun, or run {fetch}")
             if root.is_dir() and not (n.create_link and root.is_symlink()):
+                _probe_folder(name, root, fetch)
                 continue
             if off and n.snapshot() is not None:
                 plan.append(f"[data] {name}: lmms-eval unpacks the videos of {dataset} from the hub cache {n.snapshot()} into {root}")
@@ -184,6 +185,16 @@ def check_data(bench: dict) -> list[str]:
     return plan
 
 
+def _probe_folder(name: str, root: Path, fetch: str, count: int = 2) -> None:
+    """A cheap decodability probe of an unpacked video folder: the first ``count`` videos (sorted) must decode
+    (``python -m eval.download --check`` decodes every doc's video)."""
+    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp4", ".mkv", ".webm", ".avi", ".mov"))
+    for path in videos[:count]:
+        if (why := undecodable(path)) is not None:
+            raise ConfigError(f"benchmark {name}: video {path} does not decode ({why}); the unpacked videos in {root} "
+                              f"look damaged: remove the folder and rerun (lmms-eval unpacks it again), or run {fetch}")
+
+
 def _check_tiny(bench: dict) -> None:
     from eval.tasks.tiny_utils import data_dir
 
@@ -196,6 +207,28 @@ def _check_tiny(bench: dict) -> None:
             f"benchmark {bench['name']}: {len(missing)} video(s) missing in {data_dir()} (e.g. {missing[0]}); "
             "generate them with `python scripts/make_tiny_benchmarks.py`"
         )
+    for name in sorted(set(names)):  # tiny clips: decoding the first frame of each costs milliseconds
+        if (why := undecodable(data_dir() / name)) is not None:
+            raise ConfigError(
+                f"benchmark {bench['name']}: video {data_dir() / name} does not decode ({why}); regenerate it with "
+                "`python scripts/make_tiny_benchmarks.py` (delete the file first)"
+            )
+
+
+def undecodable(path: Path) -> str | None:
+    """None when the first video frame of ``path`` decodes (PyAV, as lmms-eval's readers), else the reason."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return "no video stream"
+            next(container.decode(video=0))
+    except StopIteration:
+        return "no frame"
+    except (av.error.FFmpegError, OSError, ValueError) as e:  # corrupt, truncated, not a container
+        return f"{type(e).__name__}: {e}".splitlines()[0][:160]
+    return None
 
 
 # ------------------------------------------------------------------------------ harness keys (issue 13)

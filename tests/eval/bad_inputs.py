@@ -81,6 +81,7 @@ CASES = [
     _c("force_text", "force=maybe", "force"),
     _c("progress_text", "progress=maybe", "progress"),
     _c("task_json_malformed", "", "moving_count.json", "bad_task_json"),
+    _c("video_corrupt", "tiny_data={videos}", "does not decode", "corrupt_video"),
     _c("task_yaml_malformed", "", "tiny_mvbench_moving_count.yaml", "bad_task_yaml"),
 ]
 
@@ -98,7 +99,7 @@ def overrides(case: Case, tmp: Path) -> list[str]:
     args = base(tmp)
     for o in case.overrides:
         key, value = o.split("=", 1)
-        args[key] = value.replace("{file}", str(tmp / "a_file")).replace(
+        args[key] = value.replace("{file}", str(tmp / "a_file")).replace("{videos}", str(tmp / "videos")).replace(
             "{llava}", str(ROOT / ".cache" / "tiny_models" / "llava_onevision"))
     return [f"{k}={v}" for k, v in args.items()]
 
@@ -116,6 +117,10 @@ def prepare(case: Case, tmp: Path, monkeypatch) -> None:
         monkeypatch.setenv("HF_HOME", str(tmp / "hf_home"))
         monkeypatch.delenv("HF_HUB_CACHE", raising=False)
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    elif case.setup == "corrupt_video":  # a copy of the tiny videos with one clip overwritten by garbage
+        shutil.copytree(ROOT / ".cache" / "tiny_bench" / "videos", tmp / "videos")
+        victim = tmp / "videos" / sorted(eval.validate.tiny_videos(["tiny_mvbench"]))[0]  # a clip the base run reads
+        victim.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 4)
     elif case.setup == "file":
         (tmp / "a_file").write_text("not a folder\n")
     elif case.setup == "full_disk":

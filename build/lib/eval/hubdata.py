@@ -1,0 +1,191 @@
+"""Where lmms-eval 0.7.3's built-in video tasks find their data, read from the installed task YAMLs (never edited).
+
+A built-in task with ``dataset_kwargs.video: true`` needs two things under ``$HF_HOME`` (``lmms_eval/api/task.py``,
+``ConfigurableTask.download``):
+
+- **annotations**: the ``datasets`` arrow cache a first online ``load_dataset(dataset_path, dataset_name)`` leaves,
+  ``<datasets cache>/<org>___<snake_case name>/<config>/<version>/<hash>/`` with ``dataset_info.json`` (datasets 5.x
+  offline reads only this, ``datasets/load.py`` ``CachedDatasetModuleFactory``). The datasets cache is
+  ``$LMMS_EVAL_DATASETS_CACHE`` > ``$HF_DATASETS_CACHE`` > ``$HF_HOME/datasets`` (lmms-eval's
+  ``_resolve_hf_datasets_cache_dir``);
+- **videos**: the folder ``$HF_HOME/<dataset_kwargs.cache_dir>``. When it is missing lmms-eval ``snapshot_download``-s
+  the dataset repository (the hub cache) and unpacks its zip / tar archives there; when it exists nothing is fetched
+  (an empty folder stays empty). The per-task ``utils.py`` then joins a sub-path and a doc field (see
+  :mod:`eval.tinyhub.specs`).
+
+``HF_HOME`` is read at import time by several task ``utils.py`` (MLVU defaults to the relative ``./~/.cache/...``,
+PerceptionTest never expands ``~``): :func:`resolve_hf_home` fixes one absolute value before lmms-eval is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+DEFAULT_HF_HOME = "~/.cache/huggingface"
+#: lmms-eval task folder of each benchmark kind (``lmms_eval/tasks/<folder>``)
+FOLDERS = {
+    "mvbench": "mvbench", "videomme": "videomme", "longvideobench": "longvideobench", "mlvu": "mlvu",
+    "egoschema": "egoschema", "perceptiontest": "perceptiontest",
+}
+#: datasets that need ``hf auth login`` and accepting the terms on the dataset page before any download
+GATED = {"longvideobench/LongVideoBench"}
+
+
+def resolve_hf_home() -> Path:
+    """Set ``$HF_HOME`` to one expanded absolute folder (default ``~/.cache/huggingface``) and return it.
+
+    Call before lmms-eval is imported: its task modules read the variable at import.
+    """
+    home = Path(os.path.expandvars(os.environ.get("HF_HOME") or DEFAULT_HF_HOME)).expanduser().resolve()
+    os.environ["HF_HOME"] = str(home)
+    return home
+
+
+def hf_home() -> Path:
+    return Path(os.path.expandvars(os.environ.get("HF_HOME") or DEFAULT_HF_HOME)).expanduser().resolve()
+
+
+def datasets_cache() -> Path:
+    """The folder lmms-eval hands to ``datasets.load_dataset`` as ``cache_dir``."""
+    explicit = os.environ.get("LMMS_EVAL_DATASETS_CACHE", "").strip()
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser().resolve()
+    return Path(os.path.expandvars(os.environ.get("HF_DATASETS_CACHE") or str(hf_home() / "datasets"))).expanduser().resolve()
+
+
+def offline() -> bool:
+    """True when huggingface_hub or datasets is told not to reach the hub (same truthy values as they accept)."""
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+class _Loader(__import__("yaml").SafeLoader):
+    """YAML loader that keeps ``!function`` values as their dotted name."""
+
+
+_Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def _tasks_root() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("lmms_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("lmms-eval is not installed (make install)")
+    return Path(list(spec.submodule_search_locations)[0]) / "tasks"
+
+
+def _load(path: Path) -> dict:
+    import yaml
+
+    data = yaml.load(path.read_text(), Loader=_Loader) or {}
+    if "include" in data:
+        base = _load(path.parent / data.pop("include"))
+        data = {**base, **data, "dataset_kwargs": {**base.get("dataset_kwargs", {}), **data.get("dataset_kwargs", {})}}
+    return data
+
+
+@cache
+def _index(folder: str) -> dict[str, dict]:
+    """``{task or group name: parsed YAML}`` of one lmms-eval task folder."""
+    out = {}
+    for path in sorted((_tasks_root() / folder).rglob("*.yaml")):
+        data = _load(path)
+        name = data.get("task") if isinstance(data.get("task"), str) else data.get("group")
+        if name:
+            out[name] = {**data, "_yaml": str(path)}
+    return out
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one leaf task reads: ``dataset_path``/``dataset_name``/``revision`` and the video folder under HF_HOME."""
+
+    task: str
+    dataset: str
+    config: str | None
+    revision: str
+    cache_dir: str  # relative to HF_HOME (lmms-eval's dataset_kwargs.cache_dir)
+    create_link: bool
+
+    def video_root(self) -> Path:
+        return hf_home() / self.cache_dir
+
+    def arrow_root(self) -> Path:
+        org, _, name = self.dataset.rpartition("/")
+        snake = _snake(name)
+        return datasets_cache() / (f"{org}___{snake}" if org else snake)
+
+    def annotations_cached(self) -> bool:
+        pattern = f"{self.config or '*'}/*/*/dataset_info.json"
+        return any(self.arrow_root().glob(pattern))
+
+    def snapshot(self) -> Path | None:
+        """The hub-cache snapshot of the dataset repository at its revision, if one is on disk."""
+        hub = Path(os.environ.get("HF_HUB_CACHE") or hf_home() / "hub")
+        repo = hub / ("datasets--" + self.dataset.replace("/", "--"))
+        ref = repo / "refs" / self.revision
+        sha = ref.read_text().strip() if ref.is_file() else self.revision
+        snap = repo / "snapshots" / sha
+        return snap if snap.is_dir() else None
+
+
+def _snake(name: str) -> str:
+    """datasets' own ``camelcase_to_snakecase`` (how it names a repository's cache folder)."""
+    from datasets.naming import camelcase_to_snakecase
+
+    return camelcase_to_snakecase(name)
+
+
+def needs(kind: str, tasks: list[str]) -> list[Need]:
+    """One :class:`Need` per leaf task of ``tasks`` (groups expanded), read from lmms-eval's YAMLs."""
+    if kind not in FOLDERS:
+        raise ValueError(f"unknown benchmark kind {kind!r}; choices: {', '.join(FOLDERS)}")
+    index = _index(FOLDERS[kind])
+    out: list[Need] = []
+    for t in tasks:
+        if t not in index:
+            raise ValueError(f"lmms-eval has no task {t!r} in tasks/{FOLDERS[kind]}; known: {', '.join(sorted(index))}")
+        cfg = index[t]
+        if "group" in cfg and not isinstance(cfg.get("task"), str):
+            out += needs(kind, list(cfg["task"]))
+            continue
+        kw = cfg.get("dataset_kwargs") or {}
+        out.append(Need(task=t, dataset=cfg["dataset_path"], config=cfg.get("dataset_name"),
+                        revision=str(kw.get("revision", "main")), cache_dir=str(kw.get("cache_dir", "")),
+                        create_link=bool(kw.get("create_link", False))))
+    return out
+
+
+def builtin_dirs(tasks: list[str]) -> list[str] | None:
+    """The lmms-eval task folders holding all of ``tasks`` when each is one of the six benchmarks', else None."""
+    dirs = []
+    for t in tasks:
+        folder = next((f for f in FOLDERS.values() if t in _index(f)), None)
+        if folder is None:
+            return None
+        dirs.append(str(_tasks_root() / folder))
+    return list(dict.fromkeys(dirs))
+
+
+def repo_size(dataset: str, revision: str) -> int | None:
+    """Total bytes of the dataset repository at ``revision`` from the hub's file listing; None when unreachable."""
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().dataset_info(dataset, revision=revision, files_metadata=True, timeout=20)
+        return sum(int(s.size or 0) for s in (info.siblings or []))
+    except Exception:  # noqa: BLE001 - any failure only means the size is unknown
+        return None
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "size unknown (hub listing not reachable)"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"~{n:.0f} {unit}" if unit == "B" else f"~{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

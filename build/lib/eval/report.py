@@ -1,0 +1,611 @@
+"""Run records -> one tidy DataFrame -> the paper's tables (Markdown, CSV, LaTeX) and plots.
+
+Reads only ``record.json`` files (docs/record_schema.md, schemas 1 and 2); wandb is never consulted. A record
+that does not load is named and skipped (exit status 3); runs whose identities differ in anything but the seed
+are never averaged (:func:`split_variants`). Tables follow the
+VidCom2 paper's layout: rows method x retention ratio (vanilla first), columns MVBench, LongVideoBench, MLVU,
+VideoMME overall/short/medium/long, Avg. and average relative accuracy (rules in ``eval/paper.py``). Missing cells
+print as "–". Usage: ``vtc-report --help`` and docs/reporting.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from eval import env, paper, plots, record, stats
+from eval.tables import (  # noqa: F401  (re-exported: the reporter's formatting API)
+    APPROX_MARK,
+    DASH,
+    RANDOM_MARK,
+    Table,
+    fmt,
+    fmt_change,
+    fmt_delta,
+    fmt_duration,
+    fmt_num,
+    fmt_ratio,
+    pct_change,
+    to_latex,
+    to_markdown,
+    write_tables,
+)
+
+RANDOM_NOTE = (
+    f"{RANDOM_MARK} RANDOM WEIGHTS: these rows come from random-weight models (`random_weights: true`); "
+    "their accuracy is meaningless and only shows that the pipeline runs."
+)
+GROUP = ["model_key", "frames"]
+ROW = ["method", "retention_ratio"]
+LATENCY_PARTS = ("vision_encoder", "compression", "prefill", "decode")
+SKIPPED_EXIT = 3  # the report was written, but some records could not be read
+
+
+@dataclass
+class Row:
+    """One table row: a method at a retention ratio; status "not implemented" prints dashes and says so."""
+
+    method: str
+    retention_ratio: float
+    status: str = "ok"
+
+
+# ---------------------------------------------------------------------------------------------------- records
+
+
+def find_records(root: Path) -> list[Path]:
+    """Every ``record.json`` below ``root``, sorted (layout benchmark/model/method/r<ratio>/seed<seed>-<hash>)."""
+    return sorted(Path(root).rglob("record.json"))
+
+
+def load_record(path: Path) -> dict:
+    """One record, checked against schema 1 (:func:`eval.record.validate`); its path is kept under ``_path``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); delete it and rerun that run") from err
+    try:
+        record.validate(data)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a run record of schema {record.READABLE_VERSIONS}: {err} "
+                         "(see docs/record_schema.md)") from err
+    return {**data, "_path": str(path)}
+
+
+def load_records(paths: list[Path], keep=None) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """The records of ``paths`` that load (``keep(path)``: a filter applied before reading); a bad record is
+    skipped and returned with the reason, never aborting the others."""
+    records, skipped = [], []
+    for path in paths:
+        if keep is not None and not keep(path):
+            continue
+        try:
+            records.append(load_record(path))
+        except (OSError, ValueError) as err:
+            skipped.append((path, str(err)))
+    return records, skipped
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flat(v, key) if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+CELL = ["model_key", "frames", "benchmark", "method", "retention_ratio"]
+
+
+def split_variants(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Runs of one table cell (model, frames, benchmark, method, ratio) whose identities differ in anything but
+    the seed become separate rows: ``method`` gets the differing settings, e.g. ``vidcom2 [limit=2]`` (the bare
+    name stays in ``method_base``). Returns the frame and one note per split cell saying what differs."""
+    runs = runs.copy()
+    runs["method_base"] = runs["method"]
+    notes = []
+    for key, cell in runs.groupby(CELL, sort=False):
+        if cell["identity_key"].nunique() < 2:
+            continue
+        flats = {k: _flat(json.loads(v)) for k, v in zip(cell["identity_key"], cell["identity_json"])}
+        keys = sorted({k for f in flats.values() for k in f})
+        differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1]
+        for ident, f in flats.items():
+            label = ", ".join(f"{k}={json.dumps(f.get(k))}" for k in differ)
+            runs.loc[cell.index[cell["identity_key"] == ident], "method"] = f"{key[3]} [{label}]"
+        notes.append(f"{key[3]} at {fmt_ratio(key[4])} on {key[2]} ({key[0]}, {key[1]} frames): runs differ in "
+                     f"{', '.join(differ)} besides the seed; shown as separate rows, never averaged.")
+    return runs, notes
+
+
+def _get(mapping: dict | None, *keys: str) -> float:
+    for key in keys:
+        mapping = mapping.get(key) if isinstance(mapping, dict) else None
+    return math.nan if mapping is None else float(mapping)
+
+
+def run_row(rec: dict) -> dict:
+    """A record flattened to one row: identity, accuracy column(s), efficiency in the paper's units.
+
+    Latency totals are per-sample means x n_samples (the paper prints totals over the benchmark); per-sample
+    parts (``lat_*``, seconds) feed the latency-breakdown plot. Peak memory is in GiB (2**30 bytes).
+    """
+    kind = rec["benchmark_kind"]
+    if kind not in paper.KIND_COLUMN:
+        raise ValueError(f"{rec['_path']}: benchmark_kind {kind!r} is not one of {sorted(paper.KIND_COLUMN)}")
+    acc, eff = rec["accuracy"] or {}, rec["efficiency"] or {}
+    n = float(rec["n_samples"] or 0)
+    ident = record.without_seed(record.record_identity(rec))
+    row = {
+        "path": rec["_path"],
+        "identity_key": record.identity_hash(ident),
+        "identity_json": json.dumps(ident, sort_keys=True),
+        "benchmark": rec["benchmark"],
+        "benchmark_kind": kind,
+        "model": rec["model"],
+        "model_key": rec["paper_model"] or rec["model"],
+        "frames": int(rec["frames"]),
+        "method": paper.row_key(rec),  # a named variant (eval.paper.VARIANTS) is its own row
+        "retention_ratio": round(float(rec["retention_ratio"]), 4),
+        "seed": int(rec["seed"]),
+        "random_weights": bool(rec["random_weights"]),
+        "approximation": rec["method_approximation"],
+        "n_samples": n,
+        "limit": rec.get("limit"),
+        "accuracy": _get(acc, "headline"),
+        paper.KIND_COLUMN[kind]: _get(acc, "headline"),
+        "visual_tokens_in": _get(eff, "visual_tokens_in"),
+        "visual_tokens_out": _get(eff, "visual_tokens_out"),
+        "visual_tokens_layer_avg": _get(eff, "visual_tokens_layer_avg"),
+        "retention_realised": _get(eff, "retention_realised"),
+        "llm_generation_s": _get(eff, "latency_s", "llm_generation") * n,
+        "model_generation_s": _get(eff, "latency_s", "model_generation") * n,
+        "total_s": _get(eff, "total_wall_s"),
+        "world_size": int((rec.get("data_parallel") or {}).get("world_size") or 1),
+        "peak_memory_gb": _get(eff, "peak_memory_bytes") / 2**30,
+        "peak_memory_kind": eff.get("peak_memory_kind"),
+        "throughput": _get(eff, "throughput_samples_per_s"),
+        "prefill_tflops": _get(eff, "flops", "prefill") / 1e12,
+    }
+    for part in (*LATENCY_PARTS, "llm_generation", "preprocess"):
+        row[f"lat_{part}"] = _get(eff, "latency_s", part)
+    if kind == "videomme":
+        breakdown = {str(k).lower(): v for k, v in (acc.get("breakdown") or {}).items()}
+        for part in ("short", "medium", "long"):
+            row[f"videomme_{part}"] = math.nan if breakdown.get(part) is None else float(breakdown[part])
+    return row
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
+    """The tidy frame: one row per record (see :func:`run_row`)."""
+    if not records:
+        raise ValueError("no run records to report")
+    frame = pd.DataFrame([run_row(r) for r in records])
+    for col in paper.ACCURACY_COLUMNS:
+        if col not in frame:
+            frame[col] = math.nan
+    return frame
+
+
+def aggregate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of every number, per (model_key, frames, benchmark_kind, method, ratio).
+
+    Two different benchmarks of the same kind for one key would silently mix: that is an error naming both.
+    """
+    keys = [*GROUP, "benchmark_kind", *ROW]
+    clash = runs.groupby(keys)["benchmark"].nunique()
+    if (clash > 1).any():
+        key = clash[clash > 1].index[0]
+        names = sorted(runs.set_index(keys).loc[key, "benchmark"].unique())
+        raise ValueError(
+            f"benchmarks {names} are both of kind {key[2]!r} for {key}: report them separately "
+            "with --benchmark or --runs"
+        )
+    numeric = runs.select_dtypes("number").columns.difference([*keys, "seed"])
+    agg = runs.groupby(keys, dropna=False)[list(numeric)].mean()
+    agg["n_seeds"] = runs.groupby(keys)["seed"].nunique()
+    agg["random_weights"] = runs.groupby(keys)["random_weights"].any()
+    agg["approximation"] = runs.groupby(keys)["approximation"].first()
+    agg["benchmark"] = runs.groupby(keys)["benchmark"].first()
+    agg["peak_memory_kind"] = runs.groupby(keys)["peak_memory_kind"].first()
+    return agg.reset_index()
+
+
+def accuracy_wide(agg: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model_key, frames, method, ratio) with the seven accuracy columns (NaN where not run)."""
+    cols = list(paper.ACCURACY_COLUMNS)
+    wide = agg.groupby([*GROUP, *ROW])[cols].max(min_count=1)  # each column comes from one benchmark kind
+    flags = agg.groupby([*GROUP, *ROW]).agg(
+        random_weights=("random_weights", "any"), approximation=("approximation", "first"), n_seeds=("n_seeds", "max")
+    )
+    return wide.join(flags).reset_index()
+
+
+# ----------------------------------------------------------------------------------------------- row ordering
+
+
+def default_rows(frame: pd.DataFrame, methods: pd.DataFrame) -> list[Row]:
+    """Rows present in ``frame``, in the paper's order: vanilla, then ratios descending, methods in the order of
+    ``results/paper/methods.csv`` (VidCom2 last, as in the paper), unknown methods alphabetically."""
+    order = {m: i for i, m in enumerate(methods["method"]) if m != "vidcom2"}
+    order["vidcom2"] = len(order) + 1000
+
+    def key(r: tuple[str, float]) -> tuple:
+        return (r[0] != "none", -r[1], order.get(r[0], len(order)), r[0])
+
+    pairs = sorted({(m, float(r)) for m, r in zip(frame["method"], frame["retention_ratio"])}, key=key)
+    return [Row(m, r) for m, r in pairs]
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+
+
+def _label(row: Row, info: dict, methods: pd.DataFrame, approx: dict[str, str]) -> str:
+    label = paper.method_label(row.method, methods)
+    if row.status != "ok":
+        return f"{label} ({row.status})"
+    if _text(info.get("approximation")):
+        approx[row.method] = info["approximation"]
+        label += APPROX_MARK
+    if info.get("random_weights"):
+        label += RANDOM_MARK
+    return label
+
+
+def _text(value: object) -> bool:
+    """True for a non-empty string (pandas gives NaN where a record had null)."""
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _common_notes(flags: pd.DataFrame, approx: dict[str, str], methods: pd.DataFrame) -> list[str]:
+    notes = []
+    if len(flags) and flags["random_weights"].fillna(False).astype(bool).any():
+        notes.append(RANDOM_NOTE)
+    for method, text in sorted(approx.items()):
+        notes.append(f"{APPROX_MARK} {paper.method_label(method, methods)} (`{method}`) is an approximation: {text}")
+    if "n_seeds" in flags and len(flags) and (flags["n_seeds"].fillna(1) > 1).any():
+        notes.append("Numbers are means over the seeds run (n_seeds column of the CSV).")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------- accuracy table
+
+
+def accuracy_table(wide: pd.DataFrame, group: tuple, rows: list[Row], methods: pd.DataFrame) -> Table:
+    """The paper's accuracy table for one (model_key, frames) group."""
+    model_key, frames = group
+    sub = wide[(wide["model_key"] == model_key) & (wide["frames"] == frames)].set_index(ROW)
+    cols = list(paper.ACCURACY_COLUMNS)
+    vanilla = sub.loc[("none", 1.0)] if ("none", 1.0) in sub.index else None
+    data, display, approx = [], [], {}
+    for row in rows:
+        info = sub.loc[(row.method, row.retention_ratio)] if (row.method, row.retention_ratio) in sub.index else {}
+        scores = {c: info[c] for c in cols} if len(info) else {}
+        n_cols = sum(not pd.isna(v) for v in scores.values())
+        avg = paper.average_score(scores)
+        rel = paper.relative_accuracy(scores, vanilla) if vanilla is not None and n_cols else None
+        label = _label(row, dict(info) if len(info) else {}, methods, approx)
+        data.append({"model_key": model_key, "frames": frames, "method": row.method,
+                     "retention_ratio": row.retention_ratio, "status": row.status, **scores,
+                     "avg_score": avg, "avg_relative_pct": rel, "n_columns": n_cols,
+                     "random_weights": bool(info.get("random_weights", False)) if len(info) else None,
+                     "n_seeds": info.get("n_seeds") if len(info) else None})  # fmt: skip
+        display.append({"Method": label, "Ratio": fmt_ratio(row.retention_ratio),
+                        **{paper.COLUMN_LABELS[c]: fmt(scores.get(c)) for c in cols},
+                        "Avg.": fmt(avg), "Rel. (%)": fmt(rel)})  # fmt: skip
+    data = pd.DataFrame(data)
+    notes = _common_notes(sub.reset_index(), approx, methods)
+    counts = sorted(set(data.loc[data["n_columns"] > 0, "n_columns"]))
+    if counts and counts != [len(cols)]:
+        notes.append(
+            f"Avg. and Rel. average only the columns present ({', '.join(map(str, counts))} of {len(cols)}); "
+            "the paper averages all seven (VideoMME overall, short, medium and long each count once)."
+        )
+    if vanilla is None:
+        notes.append("No vanilla (method none, ratio 100%) run for this model: Rel. is not computed.")
+    elif (data["n_columns"] > 0).any() and data.loc[data["n_columns"] > 0, "avg_relative_pct"].isna().any():
+        notes.append("Rel. is not computed where the vanilla score is 0 in every column present.")
+    if (data["status"] != "ok").any():
+        notes.append("'not implemented': the paper reports this method; this project does not implement it yet.")
+    title = f"Accuracy — {model_key}, {frames} frames"
+    return Table(title, data, pd.DataFrame(display), notes)
+
+
+# ----------------------------------------------------------------------------------------- efficiency table
+
+# (column of the aggregated frame, header, formatter); each also gets a change-vs-vanilla column.
+EFFICIENCY_COLUMNS = (
+    ("llm_generation_s", "LLM gen. (s)", fmt_num),
+    ("model_generation_s", "Model gen. (s)", fmt_num),
+    ("total_s", "Total", fmt_duration),
+    ("peak_memory_gb", "Peak mem. (GiB)", fmt_num),
+    ("throughput", "Throughput (samples/s)", fmt_num),
+    ("prefill_tflops", "Prefill TFLOPs/sample", fmt_num),
+)
+
+
+def efficiency_table(agg: pd.DataFrame, group: tuple, rows: list[Row], methods: pd.DataFrame) -> Table:
+    """Efficiency of one (model_key, frames, benchmark) group, each metric also as % change vs vanilla.
+
+    LLM generation = prefill + decode and model generation = vision encoder + compression + prefill + decode,
+    summed over the benchmark's samples (per-sample mean x n); total = the run's wall time.
+    """
+    model_key, frames, benchmark = group
+    sub = agg[(agg["model_key"] == model_key) & (agg["frames"] == frames) & (agg["benchmark"] == benchmark)]
+    sub = sub.set_index(ROW)
+    vanilla = sub.loc[("none", 1.0)] if ("none", 1.0) in sub.index else None
+    data, display, approx = [], [], {}
+    for row in rows:
+        has = (row.method, row.retention_ratio) in sub.index
+        info = sub.loc[(row.method, row.retention_ratio)] if has else pd.Series(dtype=object)
+        rec = {"model_key": model_key, "frames": frames, "benchmark": benchmark, "method": row.method,
+               "retention_ratio": row.retention_ratio, "status": row.status,
+               "visual_tokens_out": info.get("visual_tokens_out"), "accuracy": info.get("accuracy")}  # fmt: skip
+        shown = {"Method": _label(row, dict(info), methods, approx), "Ratio": fmt_ratio(row.retention_ratio),
+                 "Tokens": fmt(info.get("visual_tokens_layer_avg"), 0)}  # fmt: skip
+        for col, header, formatter in EFFICIENCY_COLUMNS:
+            change = pct_change(info.get(col), None if vanilla is None else vanilla[col])
+            rec[col], rec[f"{col}_change_pct"] = info.get(col), change
+            # value and change vs vanilla in one cell, as the paper prints them
+            extra = "" if row.method == "none" or pd.isna(change) else f" ({fmt_change(change)})"
+            shown[header] = formatter(info.get(col)) + extra
+        shown["Accuracy"] = fmt(info.get("accuracy"))
+        data.append(rec)
+        display.append(shown)
+    notes = _common_notes(sub.reset_index(), approx, methods)
+    notes.append(
+        "Latencies are sums over the benchmark's samples (per-sample device-synchronised means x n); "
+        "Tokens = visual tokens per sample seen by the LLM, averaged over layers; (±x%) = change vs vanilla."
+    )
+    if len(sub) and (sub["peak_memory_kind"] == "rss").any():
+        notes.append("Peak memory is the process peak RSS (CPU run), not GPU memory.")
+    if len(sub) and (sub["world_size"] > 1).any():
+        dp = sorted({int(n) for n in sub["world_size"].dropna()})
+        notes.append(
+            f"Data parallel runs present (processes per run: {', '.join(map(str, dp))}): Total time is wall clock and "
+            "shrinks with the process count; latencies, memory (largest process) and throughput are per process."
+        )
+    title = f"Efficiency — {model_key}, {frames} frames, {benchmark}"
+    return Table(title, pd.DataFrame(data), pd.DataFrame(display), notes)
+
+
+# ----------------------------------------------------------------------------------------------- vs paper
+
+
+def _paper_subset(published: pd.DataFrame, model_key: str, frames: int, prefix: str) -> pd.DataFrame:
+    """Published rows of one model whose frames match (or are unstated, as for Qwen3-VL-32B / 30B-A3B)."""
+    pub = published[published["table"].str.startswith(prefix) & (published["model"] == model_key)]
+    return pub[pub["frames"].isna() | (pub["frames"] == frames)]
+
+
+def vs_paper_table(acc: Table, published: pd.DataFrame, methods: pd.DataFrame) -> Table | None:
+    """Cell by cell: ours / paper (Δ = ours − paper), for one accuracy table; None if the paper lacks the model."""
+    model_key, frames = acc.data["model_key"].iloc[0], acc.data["frames"].iloc[0]
+    pub = _paper_subset(published, model_key, frames, "acc_")
+    if pub.empty:
+        return None
+    pub = pub.pivot_table(index=ROW, columns="metric", values="value", aggfunc="first")
+    metrics = [*paper.ACCURACY_COLUMNS, "avg_score", "avg_relative_pct"]
+    rows = acc.data.set_index(ROW)
+    union = pd.DataFrame(list(rows.index) + [k for k in pub.index if k not in rows.index], columns=ROW)
+    keys = [(r.method, r.retention_ratio) for r in default_rows(union, methods)]
+    data, display = [], []
+    for method, ratio in keys:
+        ours = rows.loc[(method, ratio)] if (method, ratio) in rows.index else pd.Series(dtype=object)
+        theirs = pub.loc[(method, ratio)] if (method, ratio) in pub.index else pd.Series(dtype=float)
+        shown = {"Method": paper.method_label(method, methods) + ("" if ours.get("status", "ok") == "ok"
+                                                                  else f" ({ours['status']})"),
+                 "Ratio": fmt_ratio(ratio)}  # fmt: skip
+        for metric in metrics:
+            a, b = ours.get(metric), theirs.get(metric)
+            delta = math.nan if a is None or b is None or pd.isna(a) or pd.isna(b) else float(a) - float(b)
+            data.append({"model_key": model_key, "frames": frames, "method": method, "retention_ratio": ratio,
+                         "metric": metric, "ours": a, "paper": b, "delta": delta})  # fmt: skip
+            if metric == "avg_score" and theirs.get(metric) is None:
+                continue  # the paper prints Avg. only in the Qwen3-VL-30B-A3B table
+            cell = DASH if (a is None or pd.isna(a)) and (b is None or pd.isna(b)) else f"{fmt(a)} / {fmt(b)}"
+            shown[paper.COLUMN_LABELS[metric]] = cell + fmt_delta(delta)
+        display.append(shown)
+    notes = [n for n in acc.notes if n.startswith((RANDOM_MARK, APPROX_MARK))]
+    notes.append("Cells: ours / paper (Δ = ours − paper). Paper: results/paper/paper_results.csv.")
+    if pub.index.size and _paper_subset(published, model_key, frames, "acc_")["frames"].isna().all():
+        notes.append("The paper does not state the frame count for this model; compared regardless.")
+    title = f"vs paper — {model_key}, {frames} frames"
+    return Table(title, pd.DataFrame(data), pd.DataFrame(display).fillna(DASH), notes)
+
+
+def efficiency_vs_paper_table(eff: Table, published: pd.DataFrame, methods: pd.DataFrame) -> Table | None:
+    """Changes vs vanilla, ours against the paper's (absolute times depend on the hardware, changes less)."""
+    model_key, frames = eff.data["model_key"].iloc[0], eff.data["frames"].iloc[0]
+    pub = _paper_subset(published, model_key, frames, "efficiency_")
+    if pub.empty:
+        return None
+    pub = pub.pivot_table(index=ROW, columns="metric", values="value", aggfunc="first")
+    base = pub.loc[("none", 1.0)] if ("none", 1.0) in pub.index else None
+    ours = eff.data.set_index(ROW)
+    data, display = [], []
+    for (method, ratio), row in ours.iterrows():
+        theirs = pub.loc[(method, ratio)] if (method, ratio) in pub.index else pd.Series(dtype=float)
+        shown = {"Method": paper.method_label(method, methods), "Ratio": fmt_ratio(ratio)}
+        for paper_metric, (col, header) in paper.EFFICIENCY_METRICS.items():
+            if paper_metric == "mvbench_accuracy" or col not in ours.columns or paper_metric not in pub.columns:
+                continue
+            mine = row.get(f"{col}_change_pct")
+            published_change = math.nan if base is None else pct_change(theirs.get(paper_metric), base.get(paper_metric))
+            data.append({"model_key": model_key, "frames": frames, "method": method, "retention_ratio": ratio,
+                         "metric": col, "ours_change_pct": mine, "paper_change_pct": published_change})  # fmt: skip
+            shown[f"Δ {header.split(' (')[0]}"] = (
+                DASH if method == "none" else f"{fmt_change(mine)} / {fmt_change(published_change)}"
+            )
+        a, b = row.get("accuracy"), theirs.get("mvbench_accuracy")
+        shown["Accuracy"] = f"{fmt(a)} / {fmt(b)}" + ("" if pd.isna(a) or pd.isna(b) else fmt_delta(a - b))
+        display.append(shown)
+    notes = [n for n in eff.notes if n.startswith((RANDOM_MARK, APPROX_MARK))]
+    notes.append("Cells: ours / paper, as change vs each side's own vanilla row (paper: LLaVA-OV-7B, MVBench).")
+    title = f"Efficiency vs paper — {model_key}, {frames} frames"
+    return Table(title, pd.DataFrame(data), pd.DataFrame(display), notes)
+
+
+# -------------------------------------------------------------------------------------------------- writers
+
+
+# ------------------------------------------------------------------------------------------------ the report
+
+
+def build(
+    records: list[dict],
+    out_dir: Path,
+    plots_dir: Path | None = None,
+    rows: list[Row] | None = None,
+    published: pd.DataFrame | None = None,
+    title: str = "Results",
+) -> str:
+    """All tables (and plots unless ``plots_dir`` is None) for ``records``; returns the Markdown report.
+
+    ``rows``: the row order and the "not implemented" rows of an experiment preset; default: the rows present.
+    Writes ``accuracy``, ``efficiency``, ``vs_paper``, ``efficiency_vs_paper`` (.md/.csv/.tex) and ``report.md``
+    under ``out_dir``.
+    """
+    methods = paper.load_methods()
+    runs, variant_notes = split_variants(runs_frame(records))
+    rows = _with_variants(rows, runs)
+    agg = aggregate_seeds(runs)
+    wide = accuracy_wide(agg)
+    groups = list(dict.fromkeys(zip(wide["model_key"], wide["frames"])))
+    acc_tables, eff_tables, vs_tables, eff_vs_tables = [], [], [], []
+    for group in groups:
+        in_group = wide[(wide["model_key"] == group[0]) & (wide["frames"] == group[1])]
+        group_rows = rows if rows is not None else default_rows(in_group, methods)
+        acc_tables.append(accuracy_table(wide, group, group_rows, methods))
+        if published is not None and (vs := vs_paper_table(acc_tables[-1], published, methods)) is not None:
+            vs_tables.append(vs)
+        for benchmark in dict.fromkeys(agg.loc[(agg["model_key"] == group[0]) & (agg["frames"] == group[1]),
+                                               "benchmark"]):  # fmt: skip
+            in_bench = agg[(agg["model_key"] == group[0]) & (agg["frames"] == group[1])
+                           & (agg["benchmark"] == benchmark)]  # fmt: skip
+            if in_bench[[c for c, _, _ in EFFICIENCY_COLUMNS]].isna().all().all():
+                continue  # nothing measured (e.g. accuracy-only records)
+            bench_rows = rows if rows is not None else default_rows(in_bench, methods)
+            eff_tables.append(efficiency_table(agg, (*group, benchmark), bench_rows, methods))
+            kind = in_bench["benchmark_kind"].iloc[0]
+            if published is not None and kind == "mvbench":
+                if (evs := efficiency_vs_paper_table(eff_tables[-1], published, methods)) is not None:
+                    eff_vs_tables.append(evs)
+            if plots_dir is not None:
+                stem = _slug(f"{group[0]}_{group[1]}f_{benchmark}")
+                plots.latency_breakdown(agg, (*group, benchmark), plots_dir / f"latency_{stem}")
+                plots.accuracy_vs_latency(agg, (*group, benchmark), plots_dir / f"pareto_{stem}")
+        if plots_dir is not None:
+            plots.accuracy_vs_ratio(wide, group, plots_dir / f"accuracy_{_slug(f'{group[0]}_{group[1]}f')}",
+                                    published)  # fmt: skip
+            plots.relative_bars(wide, group, plots_dir / f"relative_{_slug(f'{group[0]}_{group[1]}f')}", published)
+    ci = stats.cells(records, key=paper.row_key)  # 95% CIs and paired tests from samples.jsonl (eval/stats.py)
+    ci_tables = [stats.companion_table(ci, methods)] if not ci.empty else []
+    vs_tables = [stats.mark_paper_in_ci(t, ci) for t in vs_tables]
+    sections = [("accuracy", acc_tables), ("accuracy_ci", ci_tables), ("efficiency", eff_tables),
+                ("vs_paper", vs_tables), ("efficiency_vs_paper", eff_vs_tables)]  # fmt: skip
+    parts = [f"# {title}\n", f"{len(records)} run records, {len(groups)} model/frames group(s).\n"]
+    if runs["random_weights"].any():
+        parts.append(f"> **{RANDOM_NOTE}**\n")
+    if (note := env.drift([r.get("env") or {} for r in records])) is not None:
+        print(f"vtc-report: warning: {note}", file=sys.stderr)
+        parts.append(f"> Warning: {note}.\n")
+    parts += [f"> {note}\n" for note in variant_notes]
+    for stem, tables in sections:
+        if tables:
+            write_tables(tables, out_dir, stem)
+            parts += [to_markdown(t) for t in tables]
+    text = "\n".join(parts)
+    record.write_text(out_dir / "report.md", text)
+    record.write_text(out_dir / "runs.csv", runs.to_csv(index=False))
+    return text
+
+
+def _with_variants(rows: list[Row] | None, runs: pd.DataFrame) -> list[Row] | None:
+    """A preset's rows with each split cell's variants in place of the bare method (see :func:`split_variants`)."""
+    if rows is None:
+        return None
+    out = []
+    for row in rows:
+        sel = runs[(runs["method_base"] == row.method) & (runs["retention_ratio"] == row.retention_ratio)]
+        names = sorted(set(sel["method"]) - {row.method})
+        out += [Row(name, row.retention_ratio, row.status) for name in names] or [row]
+    return out
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vtc-report", description="Run records -> the paper's tables (md/csv/tex), comparison, plots."
+    )
+    parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="folder searched for record.json")
+    parser.add_argument("--experiment", help="a conf/experiment preset: its rows, order and model only")
+    parser.add_argument("--sweep", help="a conf/sweep preset: its rows and model only")
+    parser.add_argument("--model", action="append", help="keep only these conf model ids (repeatable)")
+    parser.add_argument("--benchmark", action="append", help="keep only these conf benchmark ids (repeatable)")
+    parser.add_argument("--out", type=Path, help="tables folder (default results/tables/<preset or all>)")
+    parser.add_argument("--plots", type=Path, help="plots folder (default results/plots/<preset or all>)")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-paper", action="store_true", help="skip the comparison with the published numbers")
+    parser.add_argument("--quiet", action="store_true", help="do not print the report")
+    args = parser.parse_args(argv)
+    preset = None
+    if args.experiment or args.sweep:
+        preset = paper.load_preset("sweep" if args.sweep else "experiment", args.sweep or args.experiment)
+    name = preset.name if preset else "all"
+    paths = find_records(args.runs)
+    models = set(args.model or ([preset.model] if preset else []))
+    benchmarks = set(args.benchmark or (preset.benchmarks if preset else []))
+    records, skipped = load_records(paths, keep=lambda p: _path_matches(p, args.runs, models, benchmarks))
+    records = [r for r in records if (not models or r["model"] in models)
+               and (not benchmarks or r["benchmark"] in benchmarks)
+               and (preset is None or preset.frames is None or r["frames"] == preset.frames)]  # fmt: skip
+    for path, why in skipped:
+        print(f"vtc-report: skipped {path}: {why}", file=sys.stderr)
+    if not records:
+        where = f" matching {name}" if preset else ""
+        print(f"vtc-report: no run records{where} under {args.runs} ({len(paths)} found in all). Run the "
+              "experiment first (`make table-<name>`, `make sweep` or `python -m eval.run`).", file=sys.stderr)  # fmt: skip
+        return 1
+    rows = None
+    if preset is not None:
+        # a row with a record ran; one without says why it cannot run, if it cannot
+        have = {(paper.row_key(r), round(float(r["retention_ratio"]), 4)) for r in records}
+        rows = [Row(m, r, "ok" if (m, r) in have else paper.row_status(paper.base_method(m), preset.family,
+                                                                      preset.pretrained, (r,), paper.variant_overrides(m)))
+                for m, r in preset.rows]
+    out = args.out or Path("results/tables") / name
+    text = build(
+        records, out, None if args.no_plots else (args.plots or Path("results/plots") / name), rows,
+        None if args.no_paper else paper.published_for(paper.load_published(), preset), title=f"Results — {name}",
+    )  # fmt: skip
+    if not args.quiet:
+        print(text)
+    print(f"vtc-report: tables in {out}/", file=sys.stderr)
+    if skipped:
+        print(f"vtc-report: {len(skipped)} bad record(s) skipped (named above); the tables leave them out",
+              file=sys.stderr)
+        return SKIPPED_EXIT
+    return 0
+
+
+def _path_matches(path: Path, root: Path, models: set, benchmarks: set) -> bool:
+    """The filters on the record's path (``<benchmark>/<model>/...`` under ``root``), before it is read; a record
+    outside that layout is read and filtered by its content."""
+    parts = Path(path).relative_to(root).parts
+    if len(parts) < 6:
+        return True
+    return (not benchmarks or parts[0] in benchmarks) and (not models or parts[1] in models)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

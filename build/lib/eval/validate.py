@@ -1,0 +1,450 @@
+"""Checks made before any weights load, each failing with an error that names the problem and the fix.
+
+Unknown model / benchmark / method config names are refused by Hydra itself, which lists the available options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from eval.evaluate import TASKS_DIR
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot work; the message says how to fix it."""
+
+
+def check_ratio(method: str, retention_ratio) -> float:
+    """The ratio the run uses; checked for every method (vanilla too, which then always runs at 1.0)."""
+    from vidcom2.budget import check_ratio as _check
+
+    try:
+        r = _check(retention_ratio)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{e}. Set retention_ratio=<r> with 0 < r <= 1 (e.g. retention_ratio=0.25).") from None
+    return 1.0 if method == "none" else r
+
+
+def method_hparams(method_cfg: dict, budget: str | None) -> dict:
+    """The method's hyper-parameters from its config, with the root ``budget`` override applied and checked."""
+    from vidcom2.budget import ALLOCATORS
+    from vidcom2.registry import get_method, hparam_names, list_methods
+
+    name = method_cfg.get("name")
+    if name not in list_methods():
+        raise ConfigError(f"method.name={name!r} is not a method vidcom2 registers; choose method=<name> from "
+                          f"{', '.join(list_methods())}")
+    hp = {k: v for k, v in method_cfg.items() if k not in ("_target_", "name")}
+    if budget is not None:
+        if budget not in ALLOCATORS:
+            raise ConfigError(f"budget must be one of {ALLOCATORS} (or null for the method's default), got {budget!r}")
+        if "budget" not in hparam_names(name):
+            with_budget = [m for m in list_methods() if "budget" in hparam_names(m)]
+            raise ConfigError(
+                f"method {name!r} has no per-frame budget allocator; budget={budget} applies to {', '.join(with_budget)}. "
+                "Drop the budget override."
+            )
+        hp["budget"] = budget
+    try:
+        get_method(name, **hp)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"method {name!r}: {e}") from None
+    return hp
+
+
+def llm_depth(pretrained: str) -> int | None:
+    """Decoder layers of the checkpoint's LLM when its config is available without a download, else ``None``."""
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(pretrained, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "num_hidden_layers", None)
+
+
+def check_compatible(
+    family: str,
+    method: str,
+    position_mode: str | None = None,
+    hparams: dict | None = None,
+    retention_ratio: float = 1.0,
+    pretrained: str | None = None,
+) -> None:
+    """Refuse a model family / method / setting combination ``vidcom2.compress`` would refuse, before loading.
+
+    Checks, like ``compress`` does at entry: an adapter exists for the family; the method's stage module
+    (``encoder_scores`` for vision-encoder methods, ``in_llm`` for in-LLM methods) is installed; an explicit
+    ``position_mode`` is one the family's adapter offers (pre-LLM and vision-encoder methods; in-LLM methods follow
+    their own position rule); and for in-LLM methods, when the checkpoint's config is on disk, that the method's
+    pruning layers fit the LLM's depth (the plan ``vidcom2.adapters.in_llm`` would build at the first sample).
+    """
+    import importlib
+
+    from vidcom2.adapters import adapter_for, list_adapters
+    from vidcom2.registry import method_class
+
+    if family not in list_adapters():
+        raise ConfigError(f"model.family={family!r} has no vidcom2 adapter: set model.family to one of "
+                          f"{', '.join(list_adapters())}")
+    stage = method_class(method).info.stage
+    module = {"vision_encoder": "encoder_scores", "in_llm": "in_llm"}.get(stage)
+    if module is not None:
+        try:
+            importlib.import_module(f"vidcom2.adapters.{module}")
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"method {method!r} ({stage}) cannot run on {family}: vidcom2.adapters.{module} is missing ({e})") from None
+    depth = llm_depth(pretrained) if (stage == "in_llm" and pretrained) else None
+    if depth is not None:
+        from vidcom2.adapters.in_llm import plan_for
+        from vidcom2.registry import get_method
+
+        try:
+            plan_for(get_method(method, **(hparams or {})), retention_ratio, depth, 196, mrope=False)
+        except ValueError as e:
+            raise ConfigError(
+                f"model {pretrained} ({depth}-layer LLM) cannot run method {method!r} with these settings: {e}"
+            ) from None
+    if position_mode is not None and stage != "in_llm":
+        modes = adapter_for(family).position_modes
+        if position_mode not in modes:
+            raise ConfigError(
+                f"model family {family!r} cannot run method {method!r} with position_mode={position_mode!r}; "
+                f"this family offers {', '.join(modes)} (or position_mode=null for its default)"
+            )
+
+
+def check_pretrained(pretrained: str, random_weights: bool) -> None:
+    """A local checkpoint folder must exist (tiny models are built, never downloaded)."""
+    looks_local = random_weights or pretrained.startswith((".", "/", "~"))  # else a hub id such as Qwen/Qwen2-VL-7B
+    if looks_local and not Path(pretrained).expanduser().is_dir():
+        hint = ("build the tiny models with `python scripts/make_tiny_models.py`" if random_weights else
+                "check model.pretrained (the comment of the model's conf/model/*.yaml says where its checkpoint comes from)")
+        raise ConfigError(f"model.pretrained={pretrained}: checkpoint folder {pretrained} does not exist; {hint}")
+
+
+def tiny_videos(tasks: list[str]) -> list[str]:
+    """Video file names the docs of the tiny benchmark folders behind ``tasks`` need."""
+    names: list[str] = []
+    for task in tasks:
+        for path in sorted((TASKS_DIR / task).glob("*.json")):
+            for doc in json.loads(path.read_text()):
+                names.append(doc.get("video") or doc.get("video_path") or doc.get("video_name") or f"{doc['videoID']}.mp4")
+    return names
+
+
+def check_data(bench: dict) -> list[str]:
+    """The benchmark's data can be read (offline) or fetched (online) by lmms-eval; returns the download plan lines.
+
+    Tiny benchmarks (``offline: true``): every video exists. Built-in tasks (:mod:`eval.hubdata`): online, a missing
+    annotation cache or video folder is fetched by lmms-eval itself, so this only prints what will be downloaded
+    (dataset, approximate size, destination); offline, each is refused with what is missing and the fetch command.
+    An existing but empty video folder is refused in both modes (lmms-eval never fetches into it).
+    """
+    if bench.get("offline"):
+        _check_tiny(bench)
+        return []
+    from eval import hubdata
+
+    needs = hubdata.needs(str(bench["kind"]), list(bench["tasks"]))
+    name, off = bench["name"], hubdata.offline()
+    fetch = f"`python -m eval.download benchmark={name}` (or `make download BENCH={name}`) on a machine with hub access"
+    missing, plan = [], []
+    for dataset in dict.fromkeys(n.dataset for n in needs):
+        group = [n for n in needs if n.dataset == dataset]
+        what = [f"annotations ({n.config or 'default'}) in {n.arrow_root()}" for n in group if not n.annotations_cached()]
+        for root in dict.fromkeys(n.video_root() for n in group):
+            n = next(x for x in group if x.video_root() == root)
+            if root.is_dir() and not root.is_symlink() and not any(root.iterdir()):
+                raise ConfigError(f"benchmark {name}: video folder {root} exists but is empty, so lmms-eval will not "
+                                  f"download into it; remove it (rmdir {root}) and rerun, or run {fetch}")
+            if root.is_dir() and not (n.create_link and root.is_symlink()):
+                continue
+            if off and n.snapshot() is not None:
+                plan.append(f"[data] {name}: lmms-eval unpacks the videos of {dataset} from the hub cache {n.snapshot()} into {root}")
+                continue
+            what.append(f"videos in {root}")
+        if not what:
+            continue
+        if off:
+            missing.append(f"{dataset}: " + "; ".join(what))
+        else:
+            size = hubdata.human(hubdata.repo_size(dataset, group[0].revision))
+            gated = (f" It is gated: run `hf auth login` and accept its terms on https://huggingface.co/datasets/{dataset} first."
+                     if dataset in hubdata.GATED else "")
+            plan.append(f"[download] {name}: lmms-eval will fetch {dataset} ({size}) -> " + "; ".join(what) + "." + gated)
+    if missing:
+        raise ConfigError(f"benchmark {name}: offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and HF_HOME={hubdata.hf_home()} "
+                          f"lacks " + " | ".join(missing) + f". Fetch it with {fetch}, or point HF_HOME at a cache that has it.")
+    for line in plan:
+        print(line)
+    return plan
+
+
+def _check_tiny(bench: dict) -> None:
+    from eval.tasks.tiny_utils import data_dir
+
+    names = tiny_videos(list(bench["tasks"]))
+    if not names:
+        raise ConfigError(f"benchmark {bench['name']}: no docs found under {TASKS_DIR} for tasks {list(bench['tasks'])}")
+    missing = sorted({n for n in names if not (data_dir() / n).is_file()})
+    if missing:
+        raise ConfigError(
+            f"benchmark {bench['name']}: {len(missing)} video(s) missing in {data_dir()} (e.g. {missing[0]}); "
+            "generate them with `python scripts/make_tiny_benchmarks.py`"
+        )
+
+
+# ------------------------------------------------------------------------------ harness keys (issue 13)
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# conf/model family -> the config.json ``model_type`` values its checkpoints have (LLaVA-Video loads as LLaVA-OV)
+FAMILY_MODEL_TYPES = {
+    "llava_onevision": ("llava_onevision",), "llava_video": ("llava_onevision",), "qwen2_vl": ("qwen2_vl",),
+    "qwen2_5_vl": ("qwen2_5_vl",), "qwen3_vl": ("qwen3_vl", "qwen3_vl_moe"),
+}  # fmt: skip
+# ``_target_`` allowlists: the project's own classes only (nothing else is ever imported or called from a config)
+METHOD_TARGETS = ("vidcom2.get_method",)
+LOGGER_TARGETS = ("eval.wandb_log.WandbMirror",)
+MIN_FREE_BYTES = 64 * 2**20  # a record plus samples.jsonl of a full benchmark are a few MiB
+
+
+def check_int(key: str, value, minimum: int, *, optional: bool = False, fix: str = "") -> int | None:
+    """An integer >= ``minimum`` (``null`` too when ``optional``); a float such as 1.7 is refused, not truncated."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or null" if optional else "")
+        raise ConfigError(f"{key}={value!r} is not {allowed}; {fix or f'set {key}={max(minimum, 1)}'}")
+    return value
+
+
+def check_bool(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not a boolean; set {key}=true or {key}=false")
+    return value
+
+
+def check_device(device) -> str:
+    """The device kind the run uses (``cpu`` / ``cuda`` / ``mps``), refusing one this machine does not have."""
+    import re
+
+    text = str(device)
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise ConfigError(f"device={text!r} is not a device; set device=auto, cpu, cuda, cuda:<index> or mps")
+    if text == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = text.split(":")[0]
+    if kind == "cuda":
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(text.split(":")[1]) if ":" in text else 0
+        if index >= n:
+            have = f"{n} GPU(s)" if n else "no CUDA GPU"
+            raise ConfigError(f"device={text} is not available: this machine has {have}; set device=cpu or device=auto")
+    if kind == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError("device=mps is not available on this machine; set device=cpu or device=auto")
+    return kind
+
+
+def _reject_nested_targets(key: str, group: dict) -> None:
+    for k, v in group.items():
+        if isinstance(v, dict):
+            if "_target_" in v:
+                raise ConfigError(f"{key}.{k}._target_ is not allowed: only {key}._target_ names a class; drop it")
+            _reject_nested_targets(f"{key}.{k}", v)
+
+
+def check_target(key: str, target, allowed: tuple[str, ...]) -> str:
+    """``<group>._target_`` must be one of the project's classes: configs never import arbitrary callables."""
+    if target not in allowed:
+        raise ConfigError(f"{key}={target!r} is not one of the project's classes; set {key} to one of {', '.join(allowed)}")
+    return target
+
+
+def check_model_group(model: dict) -> None:
+    """Names, types and ranges of the model group, its wrapper class and its checkpoint's architecture."""
+    from eval.models import WRAPPERS
+    from eval.record import check_name
+
+    _reject_nested_targets("model", model)
+    family = model.get("family")
+    if family not in WRAPPERS:
+        raise ConfigError(f"model.family={family!r} has no vidcom2 adapter: set model.family to one of {', '.join(WRAPPERS)}")
+    target = check_target("model._target_", model.get("_target_"), tuple(sorted(set(WRAPPERS.values()))))
+    if target != WRAPPERS[family]:
+        raise ConfigError(f"model._target_={target} does not serve model.family={family}; set model._target_={WRAPPERS[family]}")
+    _named("model.name", model.get("name"), check_name)
+    check_int("model.frames", model.get("frames"), 1, fix="set model.frames=<frames per video>, e.g. model.frames=8")
+    dtype = model.get("dtype", "auto")
+    if dtype not in DTYPES:
+        raise ConfigError(f"model.dtype={dtype!r} is not supported; set model.dtype to one of {', '.join(DTYPES)}")
+    attn = model.get("attn_implementation")
+    if attn is not None and attn not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(f"model.attn_implementation={attn!r} is not supported; set it to one of "
+                          f"{', '.join(ATTN_IMPLEMENTATIONS)} (or drop it for the default)")
+    check_bool("model.random_weights", model.get("random_weights"))
+    if not isinstance(model.get("pretrained"), str) or not model["pretrained"]:
+        raise ConfigError(f"model.pretrained={model.get('pretrained')!r} is not a checkpoint; set model.pretrained=<folder or hub id>")
+
+
+def check_root(c: dict) -> None:
+    """Types and ranges of the root keys and of the names that become folders (before anything is imported)."""
+    from eval.record import check_name
+
+    check_int("seed", c.get("seed"), 0, fix="set seed=<integer >= 0>, e.g. seed=0")
+    check_int("limit", c.get("limit"), 1, optional=True, fix="set limit=<N docs per task> (N >= 1) or limit=null for all")
+    check_int("warmup", c.get("warmup"), 0, fix="set warmup=<samples excluded from latency means>, e.g. warmup=1")
+    check_bool("force", c.get("force", False))
+    check_bool("progress", c.get("progress", True))
+    for key in ("results_dir", "cache_dir", "tiny_data"):
+        if not isinstance(c.get(key), str) or not c[key]:
+            raise ConfigError(f"{key}={c.get(key)!r} is not a folder path; set {key}=<folder>")
+    pm = c.get("position_mode")
+    if pm is not None and not isinstance(pm, str):
+        raise ConfigError(f"position_mode={pm!r} is not a mode name; set position_mode=null or a mode the adapter offers")
+    for group in ("model", "benchmark", "method"):
+        if not isinstance(c.get(group), dict):
+            raise ConfigError(f"{group}={c.get(group)!r} is not a config group; choose {group}=<name> (conf/{group}/)")
+    _named("benchmark.name", c["benchmark"].get("name"), check_name)
+    _named("method.name", c["method"].get("name"), check_name)
+    tasks = c["benchmark"].get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise ConfigError(f"benchmark.tasks={tasks!r} is not a list of lmms-eval task names; set benchmark.tasks=[<task>]")
+    for task in tasks:
+        _named("benchmark.tasks", task, check_name)
+    check_target("method._target_", c["method"].get("_target_"), METHOD_TARGETS)
+    _reject_nested_targets("method", c["method"])
+
+
+def _named(key: str, value, check) -> str:
+    try:
+        return check(key, value)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_checkpoint_family(family: str, pretrained: str) -> None:
+    """A local checkpoint's ``config.json`` ``model_type`` must be one the configured family serves."""
+    config = Path(pretrained).expanduser() / "config.json"
+    if not config.is_file():
+        return
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.pretrained={pretrained}: {config} does not parse ({e}); rebuild or re-download it") from None
+    if model_type not in FAMILY_MODEL_TYPES.get(family, ()):
+        fits = [f for f, types in FAMILY_MODEL_TYPES.items() if model_type in types]
+        raise ConfigError(
+            f"model.family={family} does not match the checkpoint {pretrained} (config.json model_type={model_type!r}); "
+            f"set model.family={'|'.join(fits) or '<family>'} or pick the model config of that checkpoint"
+        )
+
+
+def check_hub_weights(pretrained: str, random_weights: bool) -> None:
+    """Offline, a hub id must already be in the Hugging Face cache; the error names the id, HF_HOME and the fix."""
+    if random_weights or pretrained.startswith((".", "/", "~")) or Path(pretrained).is_dir():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and os.environ.get("TRANSFORMERS_OFFLINE", "0") in ("0", "", "false"):
+        return  # online: transformers downloads it
+    hf_home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    hub = Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub")).expanduser()
+    snapshots = hub / f"models--{pretrained.replace('/', '--')}" / "snapshots"
+    if not any(snapshots.glob("*/config.json")):
+        raise ConfigError(
+            f"model.pretrained={pretrained}: the weights are not in the Hugging Face cache ({hub}; HF_HOME={hf_home}) and "
+            f"the hub is offline; download them once with `huggingface-cli download {pretrained}` (same HF_HOME), or "
+            "point HF_HOME at a cache that has them"
+        )
+
+
+def check_results_dir(results_dir, min_free: int = MIN_FREE_BYTES) -> Path:
+    """The results folder exists or can be made, takes a probe file, and has room for the records."""
+    import shutil
+    import tempfile
+
+    if not isinstance(results_dir, str) or not results_dir:
+        raise ConfigError(f"results_dir={results_dir!r} is not a folder; set results_dir=<folder>")
+    root = Path(results_dir).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"results_dir={results_dir} is not writable ({e.strerror or e}); set results_dir=<a writable folder>") from None
+    free = shutil.disk_usage(root).free
+    if free < min_free:
+        raise ConfigError(
+            f"results_dir={results_dir} has {free / 2**20:.1f} MiB free, under the {min_free / 2**20:.0f} MiB a run needs; "
+            "free space or set results_dir=<another folder>"
+        )
+    return root
+
+
+def build_logger(logger: dict | None):
+    """The logger instance, built before the evaluation so a misconfiguration fails before weights load."""
+    if not logger:
+        return None
+    import importlib
+
+    target = check_target("logger._target_", logger.get("_target_"), LOGGER_TARGETS)
+    _reject_nested_targets("logger", logger)
+    module, cls = target.rsplit(".", 1)
+    kwargs = {k: v for k, v in logger.items() if k != "_target_"}
+    try:
+        return getattr(importlib.import_module(module), cls)(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"logger: {e}; fix the logger.* keys (conf/logger/*.yaml lists them)") from None
+
+
+def _task_yaml_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """lmms-eval task YAMLs use ``!function`` tags: parse them as plain scalars."""
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_scalar(node) if isinstance(
+        node, yaml.ScalarNode) else None)
+    return Loader
+
+
+def check_task_files(bench: dict) -> None:
+    """Every task file of an offline benchmark parses (YAML and the JSON docs); the error names the file."""
+    if not bench.get("offline"):
+        return
+    import yaml
+
+    loader = _task_yaml_loader()
+    for task in bench.get("tasks") or []:
+        folder = TASKS_DIR / str(task)
+        for path in sorted(folder.glob("*")):
+            try:
+                if path.suffix == ".json":
+                    json.loads(path.read_text())
+                elif path.suffix == ".yaml" or path.name.endswith("_yaml"):
+                    yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - SafeLoader subclass
+            except (ValueError, yaml.YAMLError) as e:
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ConfigError(f"benchmark task file {path.name} ({path}) does not parse: {first}; restore it "
+                                  "(git checkout) or regenerate it with `python scripts/make_tiny_benchmarks.py --write-docs`") from None
+
+
+def check_generation(bench: dict) -> None:
+    """``benchmark.max_new_tokens``: null (the tasks' own setting) or a positive integer."""
+    n = bench.get("max_new_tokens")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(
+            f"benchmark.max_new_tokens={n!r} is not a positive integer; set it to a token count (e.g. 16) or null "
+            "(each task's own generation settings)"
+        )
