@@ -113,7 +113,11 @@ def test_method_none_through_the_harness_equals_the_bare_model(bare_answers, vid
          "benchmark=synthetic_mvbench", "method=none", f"results_dir={tmp_path}", f"tiny_data={videos}",
          "progress=false"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "synthetic_mvbench" / "trained_tiny_llava_ov" / "none" / "r1.00" / "seed0"
+    from eval import record
+
+    found = record.find_records(tmp_path, "synthetic_mvbench", "trained_tiny_llava_ov", "none", 1.0, 0)
+    assert len(found) == 1, found
+    run = found[0].parent
     rec = json.loads((run / "record.json").read_text())
     assert rec["random_weights"] is False and rec["config"]["benchmark"]["synthetic"] is True
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
