@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from eval import record, synthetic
+from eval import synthetic
 from tests.eval.fixtures.records.make import efficiency
 from tests.eval.fixtures.records.make import record as fixture_record
 
@@ -17,7 +17,8 @@ def _write(root, method, ratio, seed, scores):
     breakdown = dict(zip(synthetic.TASKS, scores))
     rec = fixture_record(synthetic.BENCHMARK, "mvbench", MODEL, None, "llava_onevision", False, 4, method, ratio,
                          seed, sum(scores) / 4, breakdown, efficiency(1, 1, 1, 1, 1, 256, ratio))
-    path = record.record_path(root, synthetic.BENCHMARK, MODEL, method, ratio, seed)
+    # schema-1 fixture records sit in the schema-1 layout (no identity hash in the folder name)
+    path = root / synthetic.BENCHMARK / MODEL / method / f"r{ratio:.2f}" / f"seed{seed}" / "record.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(rec))
 
