@@ -111,7 +111,7 @@ DEMO_MODEL ?= tiny_llava_ov
 DEMO_RUN := $(OFFLINE) $(PY) -m eval.run -m model=$(DEMO_MODEL) 'benchmark=glob(tiny_*)' retention_ratio=0.25 progress=false
 # lmms-eval's built-in tasks (unmodified YAMLs and utils) of the six real benchmarks on the generated tiny hub
 DEMO_HUB_RUN := HF_HOME=$(abspath .cache/tiny_hub) $(OFFLINE) $(PY) -m eval.run -m model=$(DEMO_MODEL) \
-	benchmark=mvbench,videomme,longvideobench,mlvu,egoschema,perceptiontest benchmark.max_new_tokens=16 model.frames=4 \
+	benchmark=mvbench,videomme,longvideobench,mlvu,egoschema,perceptiontest ++benchmark.max_new_tokens=16 model.frames=4 \
 	retention_ratio=0.25 progress=false
 demo: install ## offline demo: tiny models + tiny benchmarks, vanilla and every method at r=0.25, then the table (DEMO_MODEL=tiny_qwen3_vl ...)
 	$(TINY_ASSETS)

@@ -187,7 +187,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
     if not records:
         raise ValueError("no run records to report")
     frame = pd.DataFrame([run_row(r) for r in records])
-    for col in paper.ACCURACY_COLUMNS:
+    for col in (*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS):
         if col not in frame:
             frame[col] = math.nan
     return frame
@@ -218,8 +218,8 @@ def aggregate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_wide(agg: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model_key, frames, method, ratio) with the seven accuracy columns (NaN where not run)."""
-    cols = list(paper.ACCURACY_COLUMNS)
+    """One row per (model_key, frames, method, ratio) with the accuracy columns (NaN where not run)."""
+    cols = [*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS]
     wide = agg.groupby([*GROUP, *ROW])[cols].max(min_count=1)  # each column comes from one benchmark kind
     flags = agg.groupby([*GROUP, *ROW]).agg(
         random_weights=("random_weights", "any"), approximation=("approximation", "first"), n_seeds=("n_seeds", "max")
@@ -281,13 +281,14 @@ def accuracy_table(wide: pd.DataFrame, group: tuple, rows: list[Row], methods: p
     """The paper's accuracy table for one (model_key, frames) group."""
     model_key, frames = group
     sub = wide[(wide["model_key"] == model_key) & (wide["frames"] == frames)].set_index(ROW)
-    cols = list(paper.ACCURACY_COLUMNS)
+    extra = [c for c in paper.EXTRA_COLUMNS if c in sub and sub[c].notna().any()]  # Table 3's, where run
+    cols = [*paper.ACCURACY_COLUMNS, *extra]
     vanilla = sub.loc[("none", 1.0)] if ("none", 1.0) in sub.index else None
     data, display, approx = [], [], {}
     for row in rows:
         info = sub.loc[(row.method, row.retention_ratio)] if (row.method, row.retention_ratio) in sub.index else {}
         scores = {c: info[c] for c in cols} if len(info) else {}
-        n_cols = sum(not pd.isna(v) for v in scores.values())
+        n_cols = sum(not pd.isna(scores[c]) for c in paper.ACCURACY_COLUMNS) if scores else 0
         avg = paper.average_score(scores)
         rel = paper.relative_accuracy(scores, vanilla) if vanilla is not None and n_cols else None
         label = _label(row, dict(info) if len(info) else {}, methods, approx)
@@ -302,9 +303,9 @@ def accuracy_table(wide: pd.DataFrame, group: tuple, rows: list[Row], methods: p
     data = pd.DataFrame(data)
     notes = _common_notes(sub.reset_index(), approx, methods)
     counts = sorted(set(data.loc[data["n_columns"] > 0, "n_columns"]))
-    if counts and counts != [len(cols)]:
+    if counts and counts != [len(paper.ACCURACY_COLUMNS)]:
         notes.append(
-            f"Avg. and Rel. average only the columns present ({', '.join(map(str, counts))} of {len(cols)}); "
+            f"Avg. and Rel. average only the columns present ({', '.join(map(str, counts))} of {len(paper.ACCURACY_COLUMNS)}); "
             "the paper averages all seven (VideoMME overall, short, medium and long each count once)."
         )
     if vanilla is None:
@@ -391,7 +392,7 @@ def vs_paper_table(acc: Table, published: pd.DataFrame, methods: pd.DataFrame) -
     if pub.empty:
         return None
     pub = pub.pivot_table(index=ROW, columns="metric", values="value", aggfunc="first")
-    metrics = [*paper.ACCURACY_COLUMNS, "avg_score", "avg_relative_pct"]
+    metrics = [*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS, "avg_score", "avg_relative_pct"]
     rows = acc.data.set_index(ROW)
     union = pd.DataFrame(list(rows.index) + [k for k in pub.index if k not in rows.index], columns=ROW)
     keys = [(r.method, r.retention_ratio) for r in default_rows(union, methods)]

@@ -101,3 +101,27 @@ def test_tiny_preset_skips_a_row_its_checkpoint_cannot_run_instead_of_failing(tm
     # a 28-layer LLM (Qwen2-7B's depth, the layers' design point) runs it
     tiny.save("qwen2_5_vl", tmp_path / "deep", text_layers=28)
     assert paper.row_status("sparsevlm", preset.family, str(tmp_path / "deep"), (0.25,)) == "ok"
+
+
+def test_table3_benchmarks_are_columns_outside_the_averages(tmp_path):
+    # EgoSchema / PerceptionTest records fill their own columns; Avg. and Rel. stay over the paper's seven
+    import pandas as pd
+
+    from eval import paper, report
+
+    rows = []
+    for kind, none_acc, vc2_acc in (("egoschema", 60.0, 57.0), ("perceptiontest", 50.0, 45.0), ("mvbench", 40.0, 38.0)):
+        for method, ratio, acc in (("none", 1.0, none_acc), ("vidcom2", 0.25, vc2_acc)):
+            rows.append({"model_key": "m", "frames": 4, "benchmark": kind, "benchmark_kind": kind, "method": method,
+                         "retention_ratio": ratio, paper.KIND_COLUMN[kind]: acc, "random_weights": False,
+                         "approximation": None, "n_seeds": 1})
+    agg = pd.DataFrame(rows)
+    for col in (*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS):
+        agg[col] = agg[col] if col in agg else float("nan")
+    wide = report.accuracy_wide(agg)
+    table = report.accuracy_table(wide, ("m", 4), [report.Row("none", 1.0), report.Row("vidcom2", 0.25)],
+                                  paper.load_methods())
+    assert list(table.display.columns[-4:]) == ["EgoSchema", "PerceptionTest", "Avg.", "Rel. (%)"]
+    vc2 = table.data.set_index("method").loc["vidcom2"]
+    assert (vc2["egoschema"], vc2["perceptiontest"]) == (57.0, 45.0)
+    assert vc2["avg_score"] == 38.0 and vc2["avg_relative_pct"] == pytest.approx(100 * 38 / 40)  # MVBench only
