@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -129,7 +130,10 @@ def test_a_failure_in_one_process_ends_the_launch_and_keeps_earlier_records(cach
     # without fail-fast this hangs (measured: still waiting after 120 s); with it, it ends in seconds
     proc = _launch(2, "-m", *common, "method=random,uniform", f"tiny_data={videos}", timeout=240)
     assert proc.returncode != 0
-    assert "[rank 1/2] this run failed" in proc.stderr
+    # the damaged clip is now refused by the pre-load video probe (eval/validate.py), in whichever rank gets there
+    # first; that rank's fail-fast exit ends the launch instead of leaving the other one waiting
+    assert re.search(r"\[rank [01]/2\] this run failed", proc.stderr), proc.stderr[-2000:]
+    assert "clip05.mp4 does not decode" in proc.stderr
     for method in ("random", "uniform"):
         assert not record.find_records(out, bench, model, method, 0.25, 0), method
     assert kept.read_bytes() == before
