@@ -9,7 +9,6 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +39,6 @@ def interleaved_times(fns: dict, repeats: int, warmup: int, device) -> dict[obje
             sync(device)
             times[key].append(time.perf_counter() - t0)
     return times
-
-
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device) -> dict[str, float]:
-    """Median of :func:`interleaved_times` per callable."""
-    return {k: statistics.median(v) for k, v in interleaved_times(fns, repeats, warmup, device).items()}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Unknown model / benchmark / method config names are refused by Hydra itself, whi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -216,11 +217,19 @@ def _check_tiny(bench: dict) -> None:
 
 
 def undecodable(path: Path) -> str | None:
-    """None when the first video frame of ``path`` decodes (PyAV, as lmms-eval's readers), else the reason."""
+    """None when the first video frame of ``path`` decodes (PyAV, as lmms-eval's readers), else the reason.
+
+    Remembered per (path, size, mtime) for the process: the runs of a sweep probe the same files once."""
+    st = path.stat()
+    return _undecodable(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _undecodable(path: str, size: int, mtime_ns: int) -> str | None:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(path) as container:
             if not container.streams.video:
                 return "no video stream"
             next(container.decode(video=0))
@@ -475,9 +484,5 @@ def check_task_files(bench: dict) -> None:
 
 def check_generation(bench: dict) -> None:
     """``benchmark.max_new_tokens``: null (the tasks' own setting) or a positive integer."""
-    n = bench.get("max_new_tokens")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(
-            f"benchmark.max_new_tokens={n!r} is not a positive integer; set it to a token count (e.g. 16) or null "
-            "(each task's own generation settings)"
-        )
+    check_int("benchmark.max_new_tokens", bench.get("max_new_tokens"), 1, optional=True,
+              fix="set it to a token count (e.g. benchmark.max_new_tokens=16) or null (each task's own setting)")

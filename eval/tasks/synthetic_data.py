@@ -127,30 +127,10 @@ def make_clip(task: str, split: str, k: int, scale: float = 1.0, frames: int = F
 
 
 def write_mp4(frames: np.ndarray, path: Path) -> None:
-    """Lossless H.264 (``yuv444p``, crf 0) at :data:`FPS`; written atomically (unique temp file, then replace)."""
-    import os
-    import tempfile
+    """Lossless H.264 (``yuv444p``, crf 0) at :data:`FPS`, written atomically (the tiny benchmarks' writer)."""
+    from eval.tasks.tiny_data import write_mp4 as write
 
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=FPS)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv444p"
-            stream.options = {"crf": "0", "preset": "veryfast", "threads": "1"}
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write(frames, path, fps=FPS, lossless=True)
 
 
 def test_clips(per_task: int = TEST_PER_TASK) -> dict[str, list[Clip]]:

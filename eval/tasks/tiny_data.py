@@ -60,23 +60,32 @@ class Clip:
         return out
 
 
-def write_mp4(frames: np.ndarray, path: Path) -> None:
-    """Encode ``uint8 [T, H, W, 3]`` RGB frames as H.264 (yuv420p) at :data:`FPS`; written atomically."""
+def write_mp4(frames: np.ndarray, path: Path, *, fps: int = FPS, lossless: bool = False) -> None:
+    """Encode ``uint8 [T, H, W, 3]`` RGB frames as H.264 at ``fps``: ``yuv420p`` crf 18, or ``lossless`` (``yuv444p``,
+    crf 0). Written atomically: a unique temp file in the target folder, then replace (none is left on failure)."""
+    import os
+    import tempfile
+
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
+            stream.options = {"crf": "0" if lossless else "18", "preset": "veryfast", "threads": "1"}
+            for f in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    tmp.replace(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _clips() -> list[Clip]:
