@@ -118,15 +118,13 @@ def _vs_official(args, dtype) -> tuple[list[dict], list]:
 
     f, n = LAYOUTS["llava_ov"]
     x, _, _ = _inputs(f, n, args.dim, args.device, dtype)
-    fast = vidcom2.get_method("vidcom2", fast=True) if "fast" in vidcom2.registry.hparam_names("vidcom2") else None
+    fast = vidcom2.get_method("vidcom2", fast=True)
 
     def gathered(method):
         return lambda: x.reshape(f * n, -1)[method(x, args.ratio).keep.reshape(-1)]
 
     fns = {"official": lambda: official_select(x, args.ratio), "vidcom2": gathered(vidcom2.get_method("vidcom2")),
-           "read": lambda: x.sum()}
-    if fast is not None:
-        fns["vidcom2 fast"] = gathered(fast)
+           "vidcom2 fast": gathered(fast), "read": lambda: x.sum()}
     times = interleaved_times(fns, args.repeats, args.warmup, args.device)
     speed = {k: Spread.of([o / t for o, t in zip(times["official"], v)]) for k, v in times.items()}
     floor = {k: Spread.of([t / r for t, r in zip(v, times["read"])]) for k, v in times.items()}
@@ -140,12 +138,11 @@ def _vs_official(args, dtype) -> tuple[list[dict], list]:
     print(f"\nVidCom2 selection vs the official function's operations, [{f},{n},{args.dim}] {args.dtype} on "
           f"{args.device}, r={args.ratio} (paired per round; 'x one read' = time / time of one read of the features):\n")
     print(markdown_table(["variant", "ms (median)", "speed vs official", "x one read"], table))
-    if fast is not None:
-        agree = _mask_agreement(fast, x, args)
-        rows.append({"variant": "fast mask agreement", **agree})
-        print(f"\nfast vs default masks on this input and {agree['inputs'] - 1} more seeds, r in {agree['ratios']}: "
-              f"{agree['identical_masks']}/{agree['masks']} identical masks, {agree['token_agreement']:.5f} of kept "
-              f"tokens shared, per-frame budgets equal in {agree['equal_budgets']}/{agree['masks']}")
+    agree = _mask_agreement(fast, x, args)
+    rows.append({"variant": "fast mask agreement", **agree})
+    print(f"\nfast vs default masks on this input and {agree['inputs'] - 1} more seeds, r in {agree['ratios']}: "
+          f"{agree['identical_masks']}/{agree['masks']} identical masks, {agree['token_agreement']:.5f} of kept "
+          f"tokens shared, per-frame budgets equal in {agree['equal_budgets']}/{agree['masks']}")
     return rows, [speed[k] for k in fns if k not in ("read", "official")]
 
 
