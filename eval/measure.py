@@ -176,10 +176,13 @@ def summarise(rows: list[dict], warmup: int, total_wall_s: float, shape: LLMShap
     (bytes, kind) measured elsewhere (data parallel: the largest of the processes), else this process's.
     """
     measured = [r for i, r in enumerate(rows) if r.get("rank_index", i) >= warmup]
-    lat = {k: _mean([r.get(f"{k}_s") for r in measured]) if measured else None for k in LATENCY_KEYS}
+    # batched rows carry batch shares of the stage times, not per-sample latencies: latencies are omitted
+    batched = any((r.get("batch_size") or 1) > 1 for r in rows)
+    timed = [] if batched else measured
+    lat = {k: _mean([r.get(f"{k}_s") for r in timed]) if timed else None for k in LATENCY_KEYS}
     lat["decode_per_token"] = (
-        _mean([r["decode_s"] / max(r["new_tokens"], 1) if r.get("decode_s") is not None else None for r in measured])
-        if measured
+        _mean([r["decode_s"] / max(r["new_tokens"], 1) if r.get("decode_s") is not None else None for r in timed])
+        if timed
         else None
     )
     lat["llm_generation"] = _add(lat["prefill"], lat["decode"])
@@ -199,6 +202,7 @@ def summarise(rows: list[dict], warmup: int, total_wall_s: float, shape: LLMShap
         "retention_realised": (tout / tin) if tin else None,
         "visual_tokens_layer_avg": _mean([r["visual_tokens_layer_avg"] for r in rows]) if rows else None,
         "latency_s": lat,
+        "latency_batched": batched,  # true: latencies omitted (batch_size > 1); throughput is the batched one
         "total_wall_s": total_wall_s,
         "peak_memory_bytes": mem,
         "peak_memory_kind": mem_kind,

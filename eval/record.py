@@ -78,6 +78,8 @@ def identity(config: dict, hparams: dict, retention_ratio: float, device_kind: s
     ``device_kind``: ``cpu`` / ``cuda`` / ``mps`` (the index of a data-parallel process is not part of it).
     """
     root = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    if root.get("batch_size") == 1:  # batch 1 is how every run went before the key existed: those records stay valid
+        del root["batch_size"]
     model = {k: v for k, v in (config.get("model") or {}).items() if k not in MODEL_LABELS}
     method = {"name": (config.get("method") or {}).get("name"), **hparams}
     return _jsonable({"benchmark": config.get("benchmark"), "model": model, "method": method,

@@ -43,7 +43,7 @@ def split_model_cfg(model_cfg: dict) -> tuple[dict, dict]:
 
 
 def load_model(init: dict, *, method: str, ratio: float, seed: int, hparams: dict, warmup: int, device: str, progress: bool,
-               position_mode: str | None = None):
+               position_mode: str | None = None, batch_size: int = 1):
     """Build (or reuse) the wrapper and set this run's method on it."""
     from hydra.utils import get_class
 
@@ -56,11 +56,11 @@ def load_model(init: dict, *, method: str, ratio: float, seed: int, hparams: dic
         cls = get_class(validate.check_target("model._target_", init["_target_"], tuple(WRAPPERS.values())))
         kwargs = {k: v for k, v in init.items() if k != "_target_"}
         lm = cls(method=method, retention_ratio=ratio, seed=seed, hparams=hparams, warmup=warmup, device=device,
-                 progress=progress, position_mode=position_mode, **kwargs)
+                 progress=progress, position_mode=position_mode, batch_size=batch_size, **kwargs)
         _LOADED[key] = lm
     else:
         lm.configure(method=method, retention_ratio=ratio, seed=seed, hparams=hparams, warmup=warmup, progress=progress,
-                     position_mode=position_mode)
+                     position_mode=position_mode, batch_size=batch_size)
     lm.reset_measurements()
     return lm
 
@@ -180,7 +180,8 @@ def _run(c: dict, w: distributed.World) -> Path:
     distributed.prepare_backend(device, w)
     t0 = time.perf_counter()
     lm = load_model(p.init, method=method, ratio=ratio, seed=c["seed"], hparams=hparams, warmup=c["warmup"],
-                    device=device, progress=c.get("progress", True), position_mode=c.get("position_mode"))
+                    device=device, progress=c.get("progress", True), position_mode=c.get("position_mode"),
+                    batch_size=int(c.get("batch_size", 1)))
     measure.reset_peak_memory()  # CUDA peak = weights + this run's inference (not an earlier run's or the loading's)
     t_eval = time.perf_counter()
     results = run_tasks(lm, list(bench["tasks"]), prompt_model=p.meta["prompt_model"], limit=c["limit"],
@@ -246,6 +247,7 @@ def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall
         "seed": int(c["seed"]),
         "limit": c["limit"],
         "n_samples": len(rows),
+        "batching": dict(getattr(lm, "batching", {"batch_size": 1, "effective": 1, "fallback": None})),
         "accuracy": accuracy.summarise(bench["kind"], results, list(bench["tasks"])),
         "efficiency": measure.summarise(rows, int(c["warmup"]), wall, shape, peak=peak),
         "env": env.describe(device, str(hf.dtype).removeprefix("torch."), attn, extra),

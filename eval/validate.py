@@ -347,6 +347,7 @@ def check_root(c: dict) -> None:
     check_int("seed", c.get("seed"), 0, fix="set seed=<integer >= 0>, e.g. seed=0")
     check_int("limit", c.get("limit"), 1, optional=True, fix="set limit=<N docs per task> (N >= 1) or limit=null for all")
     check_int("warmup", c.get("warmup"), 0, fix="set warmup=<samples excluded from latency means>, e.g. warmup=1")
+    check_int("batch_size", c.get("batch_size", 1), 1, fix="set batch_size=1 (latency runs) or e.g. batch_size=4")
     check_bool("force", c.get("force", False))
     check_bool("progress", c.get("progress", True))
     for key in ("results_dir", "cache_dir", "tiny_data"):

@@ -8,10 +8,14 @@
   parent's real constructor (the Qwen and LLaVA parents ``assert kwargs == {}``);
 - runs every request inside ``vidcom2.compress(model, method, retention_ratio, seed, measure=True, **hparams)``
   (``method="none"`` takes the same path uncompressed, so vanilla is measured identically);
-- runs requests one at a time (batch size 1: per-sample latencies), through the parent's own request handling
-  (prompt, frame sampling, processor), and records one row per request: the adapter's ``SampleStats`` plus
+- runs requests one at a time by default (``batch_size=1``: per-sample latencies), through the parent's own request
+  handling (prompt, frame sampling, processor), and records one row per request: the adapter's ``SampleStats`` plus
   ``preprocess_s`` (request wall time outside ``model.generate``), ``generate_s``, ``frames_fed`` and (Qwen2.5-VL)
   ``second_per_grid_ts``;
+- with ``batch_size=B > 1`` answers B consecutive requests of one task with one left-padded ``generate``
+  (:mod:`eval.models.batching`: each request still takes its own path; per-sample token counts are still recorded,
+  latencies become batch shares and the record says so); a method whose pruning runs one prompt at a time
+  (in-LLM, decode-time) falls back to batch size 1, recorded in :attr:`Harnessed.batching`;
 - checks that every request's video exists before generating anything (a missing one is named, with how to get
   the dataset; lmms-eval's MVBench would only log it and VideoMME / MLVU ``sys.exit``);
 - refuses a request that reaches ``generate`` without video inputs (the Qwen2-VL parent logs and drops a video it
@@ -32,7 +36,8 @@ from dataclasses import asdict, is_dataclass
 from eval.measure import now
 from eval.progress import Progress
 
-HARNESS_ARGS = ("method", "retention_ratio", "seed", "hparams", "frames", "warmup", "device", "progress", "position_mode")
+HARNESS_ARGS = ("method", "retention_ratio", "seed", "hparams", "frames", "warmup", "device", "progress", "position_mode",
+                "batch_size")
 
 
 def resolve_device(device: str) -> str:
@@ -49,6 +54,19 @@ def split_method_kwargs(method: str, kwargs: dict) -> dict:
     from vidcom2.registry import hparam_names
 
     return {k: kwargs.pop(k) for k in list(kwargs) if k in hparam_names(method)}
+
+
+def batch_fallback(method: str, hparams: dict | None = None) -> str | None:
+    """Why ``method`` (with ``hparams``) must run one prompt per ``generate`` (``None``: it batches). vidcom2 refuses
+    batches of more than one prompt for in-LLM pruning and for decode-time KV pruning (kept sets differ per prompt)."""
+    from vidcom2.registry import get_method
+
+    impl = get_method(method, **(hparams or {}))
+    if impl.info.stage == "in_llm":
+        return "in-LLM pruning runs one prompt per generate() (vidcom2 refuses batches)"
+    if getattr(impl, "decode_pruning", False):
+        return "decode-time KV pruning runs one prompt per generate() (vidcom2 refuses batches)"
+    return None
 
 
 def accepted_kwargs(cls) -> set[str]:
@@ -116,11 +134,12 @@ class Harnessed:
         device: str = "auto",
         progress: bool = True,
         position_mode: str | None = None,
+        batch_size: int = 1,
         **kwargs,
     ) -> None:
         hparams = {**(hparams or {}), **split_method_kwargs(str(method), kwargs)}
         self.configure(method=method, retention_ratio=retention_ratio, seed=seed, hparams=hparams, warmup=warmup,
-                       progress=progress, position_mode=position_mode)
+                       progress=progress, position_mode=position_mode, batch_size=batch_size)
         self.frames = int(frames)
         self.sample_rows: list[dict] = []
         self.session_info: dict = {}
@@ -152,7 +171,7 @@ class Harnessed:
         self._rank, self._world_size = w.rank, w.size
 
     def configure(self, *, method: str, retention_ratio: float, seed: int, hparams: dict, warmup: int = 1,
-                  progress: bool = True, position_mode: str | None = None) -> None:
+                  progress: bool = True, position_mode: str | None = None, batch_size: int = 1) -> None:
         """Set the compression of the next evaluations (the weights are untouched; a sweep reuses one instance)."""
         from vidcom2.budget import check_ratio
         from vidcom2.registry import get_method
@@ -165,6 +184,12 @@ class Harnessed:
         self.warmup = int(warmup)
         self.show_progress = bool(progress)
         self.position_mode = position_mode  # None: the adapter's default (vidcom2.compress)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} is not an integer >= 1; set batch_size=1 (or 4, 8, ...)")
+        reason = batch_fallback(self.method, self.hparams) if batch_size > 1 else None
+        # what the record says about batching: requested size, the size run, and why it differs
+        self.batching = {"batch_size": int(batch_size), "effective": 1 if reason else int(batch_size),
+                         "fallback": reason}
 
     # ---- hooks a family may override -------------------------------------------------------------------
     def count_frames(self, generate_kwargs: dict) -> int | None:
@@ -176,13 +201,9 @@ class Harnessed:
         return int(thw[:, 0].sum()) * int(patch)
 
     def _generate_one(self, request) -> str:
-        """One request through the parent's own ``generate_until`` (its prompt, frame sampling, processor)."""
-        saved = self._rank
-        self._rank = 1  # the parent only uses rank to enable its own per-call progress bar; the harness has one
-        try:
-            return super().generate_until([request])[0]
-        finally:
-            self._rank = saved
+        """One request through the parent's own ``generate_until`` (its prompt, frame sampling, processor). Thread-safe
+        for batching as long as the parent keeps no per-call state on the instance (the lmms-eval Qwen parents)."""
+        return super().generate_until([request])[0]
 
     # ---- lmms-eval API -------------------------------------------------------------------------------------
     @property
@@ -193,7 +214,17 @@ class Harnessed:
     @property
     def model(self):
         inner = super().model
+        gate = self.__dict__.get("_gate")
+        if gate is not None:  # inside a batch: the request threads' generate() meets at the gate
+            from eval.models.batching import GateModel
+
+            return GateModel(inner, gate, self._describe_call)
         return _TimedModel(inner, self) if self.__dict__.get("_timing") else inner
+
+    def _describe_call(self, kwargs: dict) -> dict:
+        sec = kwargs.get("second_per_grid_ts")
+        return {"frames_fed": self.count_frames(kwargs),
+                "second_per_grid_ts": None if sec is None else float(sec.float().mean())}
 
     def reset_measurements(self) -> None:
         self.sample_rows = []
@@ -211,14 +242,67 @@ class Harnessed:
                 self.session_info = dict(getattr(session, "info", {}) or {})
                 for req in requests:  # every video first: a missing one fails the run before any generation
                     self._check_media(req)
-                for req in requests:
-                    answer = self._run_request(req, session)
-                    doc = self._doc(req)
-                    bar.update(doc, answer, self.sample_rows[-1])
-                    out.append(answer)
+                saved, self._rank = self._rank, 1  # the parent's rank only enables its own per-call progress bar
+                try:
+                    for batch in self._batches(requests):
+                        answers = ([self._run_request(batch[0], session)] if len(batch) == 1
+                                   else self._run_batch(batch, session))
+                        for i, (req, answer) in enumerate(zip(batch, answers)):
+                            bar.update(self._doc(req), answer, self.sample_rows[len(self.sample_rows) - len(batch) + i])
+                            out.append(answer)
+                finally:
+                    self._rank = saved
         finally:
             bar.close()
         return out
+
+    def _batches(self, requests) -> list[list]:
+        """Consecutive requests of one task, split, and generation arguments, at most ``batching["effective"]``."""
+        size, batches = self.batching["effective"], []
+        for req in requests:
+            a = req.args
+            if batches and len(batches[-1]) < size and batches[-1][0].args[-2:] == a[-2:] and batches[-1][0].args[1] == a[1]:
+                batches[-1].append(req)
+            else:
+                batches.append([req])
+        return batches
+
+    def _run_batch(self, batch: list, session) -> list[str]:
+        """``batch`` with one ``generate`` (:func:`eval.models.batching.run_batch`); one row per request."""
+        from eval.models.batching import run_batch
+
+        inner = super().model
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else self.eot_token_id
+        eos = inner.generation_config.eos_token_id
+        before, spent = len(session.samples), [0.0]
+
+        def generate(**kwargs):
+            t = now()
+            try:
+                return inner.generate(**kwargs)
+            finally:
+                spent[0] += now() - t
+
+        t0 = now()
+        try:
+            answers, infos, _ = run_batch(batch, self._in_gate, generate, pad, eos)
+        finally:
+            self.__dict__.pop("_gate", None)
+        wall, n = now() - t0, len(batch)
+        new = session.samples[before:]
+        if len(new) != n:
+            raise RuntimeError(f"expected one recorded row per request of a batch of {n}, the adapter recorded {len(new)}")
+        for i, (req, sample, info) in enumerate(zip(batch, new, infos)):
+            stats = asdict(sample) if is_dataclass(sample) else dict(vars(sample))
+            stats.update(task=req.args[-2], doc_id=req.args[-3], preprocess_s=(wall - spent[0]) / n,
+                         generate_s=spent[0] / n, batch_size=n, batch_index=i, **info)
+            self.sample_rows.append(stats)
+        return answers
+
+    def _in_gate(self, request, gate) -> str:
+        self.__dict__["_gate"] = gate  # the same gate for every thread of this batch
+        return self._generate_one(request)
 
     def loglikelihood(self, requests):
         raise NotImplementedError(
