@@ -9,6 +9,8 @@ INSTALLER ?= uv
 # Tests run fully offline: nothing may reach a hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 PYTEST_ARGS ?=
+# pytest-xdist workers (each test process uses one torch thread; PYTEST_WORKERS=0 runs in this process)
+PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock lock-check test test-gpu lint clean bench bench-select
@@ -38,7 +40,7 @@ lock-check: ## fail when requirements/lock.txt is out of date with pyproject.tom
 	@python3 scripts/lock.py --check
 
 test: install ## run the test suite on CPU (offline; GPU tests are deselected, run them with `make test-gpu`)
-	$(OFFLINE) $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(OFFLINE) $(PY) -m pytest -m "not gpu" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-gpu: install ## run only the GPU tests (needs CUDA)
 	$(OFFLINE) $(PY) -m pytest -m gpu $(PYTEST_ARGS)

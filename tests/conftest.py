@@ -2,14 +2,22 @@
 
 The models are shared between tests; every test that attaches something must leave them as they were (which is
 itself what the adapter tests check).
+
+``make test`` runs the suite on two pytest-xdist workers (``--dist loadfile``: a file's module fixtures run once).
+The tiny checkpoints and videos in the repository's ``.cache`` (which the app-level tests use, as ``make demo``
+does) are built once, under a file lock, before any test of either worker runs: two workers never write them at the
+same time and none reads a half-written checkpoint.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,6 +27,23 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_assets():
+    """The tiny checkpoints (scripts/make_tiny_models.py) and videos (scripts/make_tiny_benchmarks.py) in .cache."""
+    import os
+    import subprocess
+    import sys
+
+    from filelock import FileLock
+
+    cache = ROOT / ".cache"
+    cache.mkdir(exist_ok=True)
+    with FileLock(str(cache / ".test-assets.lock")):
+        for script in ("scripts/make_tiny_models.py", "scripts/make_tiny_benchmarks.py"):
+            subprocess.run([sys.executable, script], cwd=ROOT, check=True, capture_output=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @functools.cache
