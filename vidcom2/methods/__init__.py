@@ -5,6 +5,7 @@ from vidcom2.methods import (  # noqa: F401  (*_vc2: the baseline ports of the V
     dycoke,
     evs,
     fastv,
+    fastvid,
     fastvid_vc2,
     holitom_vc2,
     none,
