@@ -11,6 +11,7 @@ from vidcom2.methods import (  # noqa: F401  (*_vc2: the baseline ports of the V
     holitom_vc2,
     none,
     pdrop,
+    prunevid,
     random,
     sparsevlm,
     uniform,
