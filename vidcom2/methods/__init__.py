@@ -7,6 +7,7 @@ from vidcom2.methods import (  # noqa: F401  (*_vc2: the baseline ports of the V
     fastv,
     fastvid,
     fastvid_vc2,
+    flashvid,
     holitom,
     holitom_vc2,
     none,
