@@ -1,7 +1,7 @@
 """PruneVid, pre-LLM part — temporal segments by clustering, static tokens averaged over time, spatial DPC merging.
 
 Paper: Huang et al., *PruneVid: Visual Token Pruning for Efficient Video Large Language Models*, arXiv 2412.16117
-(ACL 2025 Findings). Official code: github.com/Visual-AI/PruneVid at b12600c, ``models/pllava/modeling_pllava.py``
+(ACL 2025). Official code: github.com/Visual-AI/PruneVid at b12600c, ``models/pllava/modeling_pllava.py``
 (``merge_frames_dynamic``, ``cluster_dpc_knn``, ``refine_clusters``, ``segment_lengths``, ``spatial_merge_tokens``,
 ``compute_cluster_vectors``); PLLaVA only upstream. Defaults: ``scripts/eval.sh`` (``tau=0.8``,
 ``temporal_segment_ratio=0.25``, ``cluster_ratio=0.5``, ``k=7``).
@@ -131,7 +131,7 @@ class PruneVid:
     info: ClassVar[MethodInfo] = MethodInfo(
         name="prunevid",
         stage="pre_llm",
-        paper="PruneVid (arXiv 2412.16117)",
+        paper="PruneVid (ACL 2025, arXiv 2412.16117)",
         code="github.com/Visual-AI/PruneVid models/pllava/modeling_pllava.py (b12600c)",
         approximation="pre-LLM part only (segments, static averaging, DPC merging), without PruneVid's attention "
         "pruning at LLM layer 10; cluster_ratio = retention_ratio unless set (PruneVid has no ratio knob)",
