@@ -105,3 +105,15 @@ def test_bad_hyper_parameters_and_a_missing_global_feature_are_refused():
         vidcom2.apply("fastvid", x, 0.5, scores=attn, stprune_d=1.5)
     with pytest.raises(ValueError, match="dtm_p"):
         vidcom2.apply("fastvid", x, 0.5, scores=attn, dtm_p=0)
+
+
+def test_official_run_numbers_name_registered_methods_and_their_source():
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "results" / "paper" / "official_method_runs.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert rows and {r["method"] for r in rows} <= set(vidcom2.list_methods())
+    for r in rows:
+        assert 0 < float(r["retention"]) <= 1 and 0 < float(r["value"]) < 100
+        assert "a40a109" in r["source"] and r["source"].count(".log") == 1
