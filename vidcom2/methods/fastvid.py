@@ -35,6 +35,10 @@ every gap; ties (equal attention or equal segment similarities) go to the lower 
 them to the backend); the density noise comes from ``generator`` (one ``[F, m]`` float32 draw, the official shape;
 the official code draws from the global RNG on the device).
 
+Other models: the official Qwen2.5-VL variant (``fastvid_qwen25vl``: a mean-query attention at the last vision
+block, ``seg_context_num = max(int(seg_retain*d), 1)`` per segment, ``tau=0.84``) is not implemented; on Qwen the
+algorithm above runs on the adapter's scores (attention received at the last full-attention block).
+
 Signal seam: ``vidcom2.compress`` supplies ``scores`` from ``vidcom2/adapters/encoder_scores.py`` (attention received
 at the feature layer) and no global feature. Until an adapter captures the MAP-head signal, ``signal="encoder"``
 (default) runs on that fallback: frame attention = the encoder scores, global feature = the frame's mean projected

@@ -27,7 +27,8 @@ layer, mean over heads and queries, pooled like the features: the project's enco
 5. Sequence order (LLaVA-OV, ``order="official"``): windows in time order; in a window the static tokens (by
    position), then per frame its dominant tokens then its centres (each by position); a static token sits in the
    slot of its position in the window's first frame (its position under ``position_mode=original``).
-   ``order="sorted"``: every kept token in slot order.
+   ``order="sorted"``: every kept token in slot order — the official LLaVA-Video (grid) order, which sorts each
+   frame by position with a window's static tokens in its first frame (the newlines are the adapter's).
 
 Deliberate differences: ``r = 1`` keeps every token unchanged (the official code still averages static windows);
 ties (equal attention) go to the lower index; if nothing would be kept at all (every frame static and
