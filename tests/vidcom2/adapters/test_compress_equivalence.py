@@ -22,7 +22,7 @@ RATIO = {"dycoke_ttm": 0.6}
 METHODS = [
     m
     for m in vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
-    if not getattr(vidcom2.get_method(m), "decode_pruning", False)
+    if not vidcom2.get_method(m).info.decode
 ]
 CASES = [(m, a) for m in METHODS for a in ARCHS]
 

@@ -175,7 +175,7 @@ def test_pdrop_official_schedule_is_reachable_and_its_counts_documented():
     assert pdrop.stage_counts(sched, 7, "truncate") == [3, 1, 1]  # int(0.875) = 0, floored at one token
     assert pdrop.stage_counts(sched, 7, "round") == [4, 2, 1]
     assert pdrop.stage_counts(sched, 13, "truncate") == [6, 3, 1]  # int(6.5), int(3.25), int(1.625)
-    from vidcom2.adapters.in_llm import plan_for
+    from vidcom2.stages.in_llm import plan_for
 
     plan = plan_for(vidcom2.get_method("pdrop", layers=(8, 16, 24)), 0.125, 32, 13, mrope=False)
     assert [s.keep for s in plan.stages] == [6, 3, 2]  # the project's rounding: half-even 6.5 -> 6, 3.25, 1.625
