@@ -95,54 +95,11 @@ def compress(
     text_rule: Qwen2/2.5-VL text positions after a video, ``"reference"`` (transformers 4.x / original code,
         default) or ``"hf5"`` (transformers 5.x ``get_rope_index``). Applied to ``method="none"`` too.
     """
-    from vidcom2.adapters import adapter_for, get_adapter
-    from vidcom2.adapters.base import TEXT_RULES
-
     if getattr(model.__dict__.get("generate"), "_vidcom2_compress", False):
         raise RuntimeError(
             "this model is already inside a vidcom2.compress block; nest nothing, exit that one first"
         )
-
-    impl = get_method(method, **hparams)  # validates the name and hparams
-    ratio = check_ratio(retention_ratio)
-    if adapter is None or isinstance(adapter, str):  # else an adapter instance, used as is
-        adapter = get_adapter(model) if adapter is None else adapter_for(adapter)
-    stage = impl.info.stage
-    explicit_mode = position_mode
-    if stage == "in_llm":
-        # in-LLM pruning positions follow the method's own rule unless asked (vidcom2.adapters.in_llm)
-        position_mode = position_mode or "method_default"
-    elif (position_mode := position_mode or adapter.position_modes[0]) not in adapter.position_modes:
-        raise ValueError(
-            f"position_mode {position_mode!r} is not available for {adapter.family}; choose one of "
-            f"{adapter.position_modes}"
-        )
-    if text_rule not in TEXT_RULES:
-        raise ValueError(f"text_rule must be one of {TEXT_RULES}, got {text_rule!r}")
-    session = Session(
-        info=dict(
-            method=impl.info.name,
-            stage=stage,
-            hparams=dict(hparams),
-            retention_ratio=ratio,
-            seed=seed,
-            position_mode=position_mode,
-            text_rule=text_rule if adapter.uses_text_rule else None,
-            adapter=adapter.family,
-            newline_order=getattr(adapter, "newline_order", None),  # llava_video only
-            attn_implementation=getattr(adapter.text_model(model).config, "_attn_implementation", None),
-        )
-    )
-    plan = _Plan(
-        adapter,
-        impl,
-        ratio,
-        seed,
-        measure,
-        position_mode if stage != "in_llm" else explicit_mode,
-        text_rule,
-        next((GENERATE_STAGES[a] for a in impl.info.acts if a in GENERATE_STAGES), None),
-    )
+    plan, session = _resolve(model, method, retention_ratio, seed, measure, position_mode, text_rule, adapter, hparams)
     original_generate = model.generate  # the bound method (or an outer wrapper) in effect now
 
     def generate(*args, **kwargs):
@@ -164,6 +121,44 @@ def compress(
     finally:
         if hasattr(model.model, "rope_deltas"):
             model.model.rope_deltas = rope_deltas
+
+
+def _resolve(model, method, retention_ratio, seed, measure, position_mode, text_rule, adapter, hparams):
+    """Validate the settings of a ``compress`` block once; returns its ``(_Plan, Session)``."""
+    from vidcom2.adapters import adapter_for, get_adapter
+    from vidcom2.adapters.base import TEXT_RULES
+
+    impl = get_method(method, **hparams)  # validates the name and hparams
+    ratio = check_ratio(retention_ratio)
+    if adapter is None or isinstance(adapter, str):  # else an adapter instance, used as is
+        adapter = get_adapter(model) if adapter is None else adapter_for(adapter)
+    stage = impl.info.stage
+    explicit_mode = position_mode
+    if stage == "in_llm":
+        # in-LLM pruning positions follow the method's own plan unless asked (vidcom2.stages.in_llm)
+        position_mode = position_mode or "method_default"
+    elif (position_mode := position_mode or adapter.position_modes[0]) not in adapter.position_modes:
+        raise ValueError(
+            f"position_mode {position_mode!r} is not available for {adapter.family}; choose one of "
+            f"{adapter.position_modes}"
+        )
+    if text_rule not in TEXT_RULES:
+        raise ValueError(f"text_rule must be one of {TEXT_RULES}, got {text_rule!r}")
+    info = dict(
+        method=impl.info.name,
+        stage=stage,
+        hparams=dict(hparams),
+        retention_ratio=ratio,
+        seed=seed,
+        position_mode=position_mode,
+        text_rule=text_rule if adapter.uses_text_rule else None,
+        adapter=adapter.family,
+        newline_order=getattr(adapter, "newline_order", None),  # llava_video only
+        attn_implementation=getattr(adapter.text_model(model).config, "_attn_implementation", None),
+    )
+    run = next((GENERATE_STAGES[a] for a in impl.info.acts if a in GENERATE_STAGES), None)
+    mode = position_mode if stage != "in_llm" else explicit_mode
+    return _Plan(adapter, impl, ratio, seed, measure, mode, text_rule, run), Session(info=info)
 
 
 @dataclass(frozen=True)
