@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, left_pad, model_batches
+from tests.vidcom2._helpers import assert_restored, assert_same_generation, left_pad, model_batches
 from tests.vidcom2.methods.test_sparsevlm import slow_cluster_and_merge
 from vidcom2 import get_method
 from vidcom2.adapters import get_adapter

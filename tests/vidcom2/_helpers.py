@@ -1,4 +1,4 @@
-"""Shared helpers of the in-LLM adapter tests: tiny model + prompt factory, generation and restoration checks."""
+"""Shared helpers of the model-level tests (stages, compress): tiny model + prompt factory, generation and restoration checks."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.vidcom2 import reference as ref
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, model_batches
+from tests.vidcom2._helpers import assert_restored, assert_same_generation, model_batches
 from vidcom2 import get_method
 from vidcom2.adapters import get_adapter
 from vidcom2.measure import Recorder

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, left_pad, model_batches
+from tests.vidcom2._helpers import assert_restored, assert_same_generation, left_pad, model_batches
 from vidcom2.adapters import get_adapter
 from vidcom2.methods.dycoke import CosinePolicy
 from vidcom2.stages import decode, in_llm

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import model_batches
+from tests.vidcom2._helpers import model_batches
 from vidcom2.adapters import get_adapter
 from vidcom2.stages import attention, encoder
 
