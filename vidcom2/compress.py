@@ -113,14 +113,9 @@ def compress(
 
     generate._vidcom2_compress = True
 
-    # generate caches Qwen's rope_deltas on the model: leave the model as it was
-    rope_deltas = getattr(model.model, "rope_deltas", None)
-    try:
-        with instance_attr(model, "generate", generate):
-            yield session
-    finally:
-        if hasattr(model.model, "rope_deltas"):
-            model.model.rope_deltas = rope_deltas
+    # what generate() caches on the model (Qwen's rope_deltas) is the adapter's to restore
+    with instance_attr(model, "generate", generate), plan.adapter.generate_scope(model):
+        yield session
 
 
 def _resolve(model, method, retention_ratio, seed, measure, position_mode, text_rule, adapter, hparams):

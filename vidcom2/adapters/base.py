@@ -174,6 +174,10 @@ class Adapter(Protocol):
         """``generate``'s ``position_ids`` for a shrunk prompt from the gathered ``positions [P, B, L']`` and its
         ``attention_mask [B, L']``, or ``None`` (``generate`` numbers the tokens itself)."""
 
+    def generate_scope(self, model: nn.Module) -> Any:
+        """A context manager around a ``compress`` block that restores what ``generate`` caches on the model (Qwen:
+        ``model.model.rope_deltas``)."""
+
     # -- answers to the in-LLM and decode stages --------------------------------------------------------------
     def rotary(self, model: nn.Module, hidden: torch.Tensor, positions: torch.Tensor) -> tuple:
         """``(cos, sin)`` of the text model for renumbered 1-D ``positions [n]`` (M-RoPE: the same on every axis)."""

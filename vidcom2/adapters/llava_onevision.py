@@ -49,6 +49,10 @@ class LlavaModules:
     mrope = False  # 1-D RoPE
     uses_text_rule = False
 
+    def generate_scope(self, model: nn.Module):
+        """Nothing ``generate`` caches on the model needs restoring."""
+        return contextlib.nullcontext()
+
     def rotary(self, model: nn.Module, hidden: torch.Tensor, positions: torch.Tensor):
         """``(cos, sin)`` of the text model at 1-D ``positions [n]``."""
         return self.text_model(model).rotary_emb(hidden, positions.view(1, -1))

@@ -194,6 +194,16 @@ class QwenVLAdapter:
         )
 
     # -- answers to the model-agnostic stages ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def generate_scope(self, model: nn.Module):
+        """``generate`` caches ``rope_deltas`` on ``model.model``: the block leaves it as it was."""
+        rope_deltas = getattr(model.model, "rope_deltas", None)
+        try:
+            yield
+        finally:
+            if hasattr(model.model, "rope_deltas"):
+                model.model.rope_deltas = rope_deltas
+
     def rotary(self, model: nn.Module, hidden: torch.Tensor, positions: torch.Tensor):
         """``(cos, sin)`` of the text model at ``positions [n]`` on all three M-RoPE axes (renumbered tokens)."""
         return self.text_model(model).rotary_emb(hidden, positions.view(1, 1, -1).expand(3, 1, -1))
