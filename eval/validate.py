@@ -78,10 +78,10 @@ def check_compatible(
     """Refuse a model family / method / setting combination ``vidcom2.compress`` would refuse, before loading.
 
     Checks, like ``compress`` does at entry: an adapter exists for the family; the method's stage module
-    (``encoder_scores`` for vision-encoder methods, ``in_llm`` for in-LLM methods) is installed; an explicit
+    (``vidcom2.stages.encoder`` for vision-encoder methods, ``vidcom2.stages.in_llm`` for in-LLM methods) is installed; an explicit
     ``position_mode`` is one the family's adapter offers (pre-LLM and vision-encoder methods; in-LLM methods follow
     their own position rule); and for in-LLM methods, when the checkpoint's config is on disk, that the method's
-    pruning layers fit the LLM's depth (the plan ``vidcom2.adapters.in_llm`` would build at the first sample).
+    pruning layers fit the LLM's depth (the plan ``vidcom2.stages.in_llm.plan_for`` would build at the first sample).
     """
     import importlib
 
@@ -92,16 +92,16 @@ def check_compatible(
         raise ConfigError(f"model.family={family!r} has no vidcom2 adapter: set model.family to one of "
                           f"{', '.join(list_adapters())}")
     stage = method_class(method).info.stage
-    module = {"vision_encoder": "encoder_scores", "in_llm": "in_llm"}.get(stage)
+    module = {"vision_encoder": "encoder", "in_llm": "in_llm"}.get(stage)
     if module is not None:
         try:
-            importlib.import_module(f"vidcom2.adapters.{module}")
+            importlib.import_module(f"vidcom2.stages.{module}")
         except ModuleNotFoundError as e:
-            raise ConfigError(f"method {method!r} ({stage}) cannot run on {family}: vidcom2.adapters.{module} is missing ({e})") from None
+            raise ConfigError(f"method {method!r} ({stage}) cannot run on {family}: vidcom2.stages.{module} is missing ({e})") from None
     depth = llm_depth(pretrained) if (stage == "in_llm" and pretrained) else None
     if depth is not None:
-        from vidcom2.adapters.in_llm import plan_for
         from vidcom2.registry import get_method
+        from vidcom2.stages.in_llm import plan_for
 
         try:
             plan_for(get_method(method, **(hparams or {})), retention_ratio, depth, 196, mrope=False)

@@ -83,3 +83,43 @@ def test_registry_imports_no_method():
     graph = _graph("vidcom2")
     assert not {m for m in graph["vidcom2.registry"] if m.startswith("vidcom2.methods")}
     assert "vidcom2.methods" in graph["vidcom2"]  # the package init registers the built-ins
+
+
+# the library's floors, lowest first: a module imports only from its own floor or below (tests excluded)
+LIBRARY_FLOORS = (
+    ("vidcom2.types", "vidcom2.hooks", "vidcom2.similarity", "vidcom2._checks", "vidcom2.measure"),
+    ("vidcom2.registry", "vidcom2.budget"),
+    ("vidcom2.stages",),  # model- and method-agnostic machinery + pure attention math
+    ("vidcom2.methods", "vidcom2.adapters"),  # what to keep / model questions; neither knows the other
+    ("vidcom2.api",),
+    ("vidcom2.compress",),
+    ("vidcom2.testing",),
+    ("vidcom2",),
+)
+
+
+def _floor(module: str) -> int:
+    best = None
+    for i, prefixes in enumerate(LIBRARY_FLOORS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (i, len(prefix))
+    assert best is not None, f"{module} has no floor in LIBRARY_FLOORS: add it"
+    return best[0]
+
+
+def test_library_imports_run_downwards_only():
+    graph = _package_inits_excluded(_graph("vidcom2"))
+    up = [f"{m} -> {n}" for m, deps in graph.items() for n in deps if _floor(n) > _floor(m)]
+    assert not up, f"imports from a lower floor up to a higher one: {up}"
+
+
+def test_stages_know_no_method_and_no_adapter_and_the_two_never_meet():
+    graph = _graph("vidcom2")
+
+    def edges(src: str, dst: str) -> list[str]:
+        return [f"{m} -> {n}" for m, deps in graph.items() if m.startswith(src) for n in deps if n.startswith(dst)]
+
+    assert not edges("vidcom2.stages", "vidcom2.methods") + edges("vidcom2.stages", "vidcom2.adapters")
+    assert not edges("vidcom2.methods", "vidcom2.adapters") + edges("vidcom2.adapters", "vidcom2.methods")

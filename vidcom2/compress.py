@@ -11,9 +11,13 @@ class is touched. Inside, per call (spec hooks_transformers.md sections 4-6):
   ``vidcom2.apply``, shrink the prompt to the kept tokens and pass the kept features via ``mm_encoder_outputs``
   (no pixels reach ``generate``). ``method="none"`` takes the same path and keeps everything.
 - ``vision_encoder`` methods: the same, with attention scores / keys captured inside the encoder call by
-  ``vidcom2.adapters.encoder_scores.capture``.
+  ``vidcom2.stages.encoder.capture``.
 - ``in_llm`` methods: the uncompressed prompt built the same way is handed to
-  ``vidcom2.adapters.in_llm.generate`` which prunes inside the decoder.
+  ``vidcom2.stages.in_llm.generate`` which prunes inside the decoder by the method's plan.
+- methods that also act while decoding (``MethodInfo.decode``: DyCoke's stage 2): the shrunk prompt is handed to
+  ``vidcom2.stages.decode.generate``.
+
+Which stage runs where is the plain table :data:`GENERATE_STAGES` (keyed by ``MethodInfo.acts``).
 
 The returned sequences start with the caller's *uncompressed* ``input_ids`` (the shrunk prompt is swapped back),
 so ``out[:, input_ids.shape[1]:]`` are the new tokens exactly as without compression.
@@ -21,17 +25,22 @@ so ``out[:, input_ids.shape[1]:]`` are the new tokens exactly as without compres
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
+from vidcom2.api import apply
 from vidcom2.budget import check_ratio
 from vidcom2.hooks import forward_hooks, instance_attr
 from vidcom2.measure import Recorder, SampleStats
 from vidcom2.registry import get_method
+from vidcom2.stages import decode, encoder, in_llm, rebuild
+
+# where a method acts while generate() runs -> the stage that wraps the call (pre-LLM and vision-encoder methods
+# act before it, through `rebuild.shrink`); a method acting nowhere here is a plain generate()
+GENERATE_STAGES = {"in_llm": in_llm.generate, "decode": decode.generate}
 
 # generate() kwargs that are the prompt / encoder inputs (everything else is passed through unchanged)
 _PROMPT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids", "position_ids")
@@ -44,17 +53,6 @@ class Session:
 
     info: dict
     samples: list[SampleStats] = field(default_factory=list)
-
-
-def _stage_module(stage: str, name: str):
-    try:
-        return importlib.import_module(f"vidcom2.adapters.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"vidcom2.adapters.{name}":
-            raise
-        raise NotImplementedError(
-            f"methods of stage {stage!r} need vidcom2/adapters/{name}.py, which is not installed"
-        ) from err
 
 
 def _new_tokens(sequences: torch.Tensor, prompt_len: int, eos) -> list[int]:
@@ -97,61 +95,11 @@ def compress(
     text_rule: Qwen2/2.5-VL text positions after a video, ``"reference"`` (transformers 4.x / original code,
         default) or ``"hf5"`` (transformers 5.x ``get_rope_index``). Applied to ``method="none"`` too.
     """
-    from vidcom2.adapters import adapter_for, get_adapter
-    from vidcom2.adapters.qwen_vl import TEXT_RULES
-
     if getattr(model.__dict__.get("generate"), "_vidcom2_compress", False):
         raise RuntimeError(
             "this model is already inside a vidcom2.compress block; nest nothing, exit that one first"
         )
-
-    impl = get_method(method, **hparams)  # validates the name and hparams
-    ratio = check_ratio(retention_ratio)
-    if adapter is None or isinstance(adapter, str):  # else an adapter instance, used as is
-        adapter = get_adapter(model) if adapter is None else adapter_for(adapter)
-    stage = impl.info.stage
-    explicit_mode = position_mode
-    if stage == "in_llm":
-        # in-LLM pruning positions follow the method's own rule unless asked (vidcom2.adapters.in_llm)
-        position_mode = position_mode or "method_default"
-    elif (position_mode := position_mode or adapter.position_modes[0]) not in adapter.position_modes:
-        raise ValueError(
-            f"position_mode {position_mode!r} is not available for {adapter.family}; choose one of "
-            f"{adapter.position_modes}"
-        )
-    if text_rule not in TEXT_RULES:
-        raise ValueError(f"text_rule must be one of {TEXT_RULES}, got {text_rule!r}")
-    modules = {}
-    if stage == "vision_encoder":
-        modules["encoder_scores"] = _stage_module(stage, "encoder_scores")
-    elif stage == "in_llm":
-        modules["in_llm"] = _stage_module(stage, "in_llm")
-    if getattr(impl, "decode_pruning", False):  # a pre-LLM method with a decode-time stage (dycoke)
-        modules["decode"] = _stage_module("decode", "_dycoke_decode")
-    session = Session(
-        info=dict(
-            method=impl.info.name,
-            stage=stage,
-            hparams=dict(hparams),
-            retention_ratio=ratio,
-            seed=seed,
-            position_mode=position_mode,
-            text_rule=text_rule if adapter.family in ("qwen2_vl", "qwen2_5_vl") else None,
-            adapter=adapter.family,
-            newline_order=getattr(adapter, "newline_order", None),  # llava_video only
-            attn_implementation=getattr(adapter.text_model(model).config, "_attn_implementation", None),
-        )
-    )
-    plan = _Plan(
-        adapter,
-        impl,
-        ratio,
-        seed,
-        measure,
-        position_mode if stage != "in_llm" else explicit_mode,
-        text_rule,
-        modules,
-    )
+    plan, session = _resolve(model, method, retention_ratio, seed, measure, position_mode, text_rule, adapter, hparams)
     original_generate = model.generate  # the bound method (or an outer wrapper) in effect now
 
     def generate(*args, **kwargs):
@@ -165,14 +113,47 @@ def compress(
 
     generate._vidcom2_compress = True
 
-    # generate caches Qwen's rope_deltas on the model: leave the model as it was
-    rope_deltas = getattr(model.model, "rope_deltas", None)
-    try:
-        with instance_attr(model, "generate", generate):
-            yield session
-    finally:
-        if hasattr(model.model, "rope_deltas"):
-            model.model.rope_deltas = rope_deltas
+    # what generate() caches on the model (Qwen's rope_deltas) is the adapter's to restore
+    with instance_attr(model, "generate", generate), plan.adapter.generate_scope(model):
+        yield session
+
+
+def _resolve(model, method, retention_ratio, seed, measure, position_mode, text_rule, adapter, hparams):
+    """Validate the settings of a ``compress`` block once; returns its ``(_Plan, Session)``."""
+    from vidcom2.adapters import adapter_for, get_adapter
+    from vidcom2.adapters.base import TEXT_RULES
+
+    impl = get_method(method, **hparams)  # validates the name and hparams
+    ratio = check_ratio(retention_ratio)
+    if adapter is None or isinstance(adapter, str):  # else an adapter instance, used as is
+        adapter = get_adapter(model) if adapter is None else adapter_for(adapter)
+    stage = impl.info.stage
+    explicit_mode = position_mode
+    if stage == "in_llm":
+        # in-LLM pruning positions follow the method's own plan unless asked (vidcom2.stages.in_llm)
+        position_mode = position_mode or "method_default"
+    elif (position_mode := position_mode or adapter.position_modes[0]) not in adapter.position_modes:
+        raise ValueError(
+            f"position_mode {position_mode!r} is not available for {adapter.family}; choose one of "
+            f"{adapter.position_modes}"
+        )
+    if text_rule not in TEXT_RULES:
+        raise ValueError(f"text_rule must be one of {TEXT_RULES}, got {text_rule!r}")
+    info = dict(
+        method=impl.info.name,
+        stage=stage,
+        hparams=dict(hparams),
+        retention_ratio=ratio,
+        seed=seed,
+        position_mode=position_mode,
+        text_rule=text_rule if adapter.uses_text_rule else None,
+        adapter=adapter.family,
+        newline_order=getattr(adapter, "newline_order", None),  # llava_video only
+        attn_implementation=getattr(adapter.text_model(model).config, "_attn_implementation", None),
+    )
+    run = next((GENERATE_STAGES[a] for a in impl.info.acts if a in GENERATE_STAGES), None)
+    mode = position_mode if stage != "in_llm" else explicit_mode
+    return _Plan(adapter, impl, ratio, seed, measure, mode, text_rule, run), Session(info=info)
 
 
 @dataclass(frozen=True)
@@ -186,7 +167,7 @@ class _Plan:
     measure: bool
     position_mode: str | None  # None: in-LLM method's own rule
     text_rule: str
-    modules: dict  # stage modules: "encoder_scores" / "in_llm"
+    run: object  # the GENERATE_STAGES entry that wraps generate(), or None
 
 
 def _eos(model, kwargs):
@@ -216,20 +197,16 @@ def _passthrough(model, session, generate_fn, kwargs):
 
 def _select(plan: _Plan, encoded, captured) -> list:
     """One Selection per video (``None`` = keep all, for in-LLM methods that prune later)."""
-    import vidcom2
-
     stage = plan.method.info.stage
     if stage == "in_llm":
         return [None] * len(encoded.feats)
     aux = _split_aux(captured, encoded) if stage == "vision_encoder" else [{}] * len(encoded.feats)
     return [
-        vidcom2.apply(plan.method, f, plan.ratio, seed=plan.seed, **a) for f, a in zip(encoded.feats, aux)
+        apply(plan.method, f, plan.ratio, seed=plan.seed, **a) for f, a in zip(encoded.feats, aux)
     ]
 
 
 def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
-    from vidcom2.adapters.rebuild import shrink
-
     ids = kwargs.get("input_ids")
     if kwargs.get("pixel_values_videos") is None or ids is None:
         return _passthrough(model, session, generate_fn, kwargs)
@@ -239,13 +216,13 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
     with torch.no_grad():
         with rec.timer("vision_encoder"):
             if stage == "vision_encoder":
-                with plan.modules["encoder_scores"].capture(adapter, model) as captured:
+                with encoder.capture(adapter, model) as captured:
                     encoded = adapter.encode(model, kwargs)
             else:
                 encoded = adapter.encode(model, kwargs)
         with rec.timer("compression"):
             selections = _select(plan, encoded, captured)
-            prompt, counts = shrink(
+            prompt, counts = rebuild.shrink(
                 adapter,
                 model,
                 kwargs,
@@ -260,15 +237,12 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
     call = {k: v for k, v in kwargs.items() if k not in _PROMPT_KEYS and k not in adapter.encoder_inputs}
     call.update(prompt)
     timed = _timed(model, rec, generate_fn)
-    if stage == "in_llm":
-        options = {"position_mode": plan.position_mode} if plan.position_mode is not None else {}
-        out = plan.modules["in_llm"].generate(
-            adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, seed=plan.seed, **options
-        )
-    elif "decode" in plan.modules:
-        out = plan.modules["decode"].generate(adapter, model, timed, call, plan.method)
-    else:
+    if plan.run is None:
         out = timed(**call)
+    else:
+        # an explicit position_mode of an in-LLM method goes to its pruning (else the plan's own rule)
+        options = {"position_mode": plan.position_mode} if stage == "in_llm" and plan.position_mode else {}
+        out = plan.run(adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, seed=plan.seed, **options)
     out = _restore_prompt(out, ids, prompt["input_ids"].shape[1])
     seqs = out if isinstance(out, torch.Tensor) else out.sequences
     per_prompt = seqs.shape[0] // ids.shape[0]  # num_return_sequences / beams: count the first of each prompt

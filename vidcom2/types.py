@@ -1,13 +1,14 @@
-"""Small value types shared by the library: what a method declares and what it returns."""
+"""Small value types shared by the library: what a method declares (``MethodInfo``, its ``Plan`` of in-LLM /
+decode stages) and what it returns (``Selection``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-Stage = Literal["pre_llm", "in_llm", "vision_encoder"]
+Where = Literal["pre_llm", "in_llm", "vision_encoder"]
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,23 @@ class MethodInfo:
     approximation: ``None`` for a faithful implementation, otherwise one sentence saying how it differs from the
         paper's method. Reports print it next to every number of the method.
     paper / code: where the method comes from.
+    decode: the method may also act while decoding (DyCoke's stage 2): its ``plan()`` says how, per instance
+        (a :class:`Plan` whose ``decode`` is ``None`` does nothing there).
     """
 
     name: str
-    stage: Stage
+    stage: Where
     paper: str
     code: str
     needs: tuple[str, ...] = ()
     approximation: str | None = None
     stochastic: bool = False
+    decode: bool = False
+
+    @property
+    def acts(self) -> tuple[str, ...]:
+        """Where the method acts, in call order: its ``stage``, then ``"decode"`` when it also acts while decoding."""
+        return (self.stage, "decode") if self.decode else (self.stage,)
 
     @property
     def needs_attention(self) -> bool:
@@ -68,3 +77,54 @@ class Selection:
         """The kept features ``[K, D]`` in sequence order (merged ones where the method merged)."""
         src = self.features if self.features is not None else features
         return src.reshape(-1, src.shape[-1]).index_select(0, self.flat_indices().to(src.device))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One in-LLM pruning stage: before decoder layer ``layer`` runs (prefill), keep ``keep`` visual tokens (of the
+    current ones) and insert ``recycled`` new visual tokens after them (SparseVLM v1's cluster centres; 0 else).
+    fraction: ``keep / N_vis`` as a ratio, for per-frame budgets (``Plan.budget``)."""
+
+    layer: int
+    keep: int
+    recycled: int = 0
+    fraction: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DecodeStage:
+    """Decode-time KV pruning: at each decode step the attention row of the new token at layer ``layer - 1`` over
+    the visual span goes to ``policy.step(row, state)`` (``state``: ``vidcom2.stages.decode.DecodeState``, this
+    step's row not yet in its history), which returns the sorted prompt positions of the span that layers
+    ``>= layer`` read this step (``None``: the full cache) and one number to record. ``span_excludes_last``: the span leaves out the last
+    visual token (DyCoke's official ``image_token_length = #tokens - 1``)."""
+
+    layer: int
+    policy: Any
+    span_excludes_last: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a method does inside the LLM, declared by the method (``method.plan(retention_ratio, num_layers,
+    num_visual, *, mrope)``) and run by ``vidcom2.stages`` (which knows no method by name).
+
+    stages: prefill pruning stages (:class:`Stage`), by layer. score: the score recipe of those stages, an object
+        with ``where`` = ``"attention"`` (``attention_row(...)`` inside layer ``stage.layer - 1``'s attention on its
+        post-RoPE q/k: FastV, SparseVLM) or ``"layer_input"`` (``layer_row(...)`` recomputed before layer
+        ``stage.layer`` from its input hidden states: PDrop); ``start(...)`` runs once per prefill.
+    position_mode: ``"original"`` (kept tokens keep their positions) or ``"contiguous"`` (renumbered).
+    budget: ``"global"`` (top-k over the video) or per-frame ``"uniform"`` / ``"fca"``.
+    recycle: ``None`` or an object whose ``merge(hidden, row, pruned, stage, generator)`` turns the pruned tokens into
+        ``stage.recycled`` new tokens (SparseVLM v1). decode: a :class:`DecodeStage` or ``None``.
+    hparams: the derived numbers worth recording (fractions, schedules, ...).
+    """
+
+    method: str
+    stages: tuple[Stage, ...] = ()
+    score: Any = None
+    position_mode: str = "original"
+    hparams: dict = field(default_factory=dict)
+    budget: str = "global"
+    recycle: Any = None
+    decode: DecodeStage | None = None

@@ -61,10 +61,10 @@ def batch_fallback(method: str, hparams: dict | None = None) -> str | None:
     batches of more than one prompt for in-LLM pruning and for decode-time KV pruning (kept sets differ per prompt)."""
     from vidcom2.registry import get_method
 
-    impl = get_method(method, **(hparams or {}))
+    impl = get_method(method, **(hparams or {}))  # validates the hyper-parameters
     if impl.info.stage == "in_llm":
         return "in-LLM pruning runs one prompt per generate() (vidcom2 refuses batches)"
-    if getattr(impl, "decode_pruning", False):
+    if impl.info.decode:  # may act while decoding (its plan decides per instance): one prompt at a time
         return "decode-time KV pruning runs one prompt per generate() (vidcom2 refuses batches)"
     return None
 

@@ -1,5 +1,5 @@
 """The fast formulations of VidCom2's statistics (an option, not the default) against float64 computations written
-here; the default path stays the official expression (tests/vidcom2/test_vidcom2_exact.py)."""
+here; the default path stays the official expression (tests/vidcom2/methods/test_vidcom2.py)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_fast_scores_equal_float64_scores_to_fp32_rounding():
 def test_fast_vidcom2_masks_equal_the_reference_away_from_ties():
     import vidcom2
     from tests.vidcom2 import reference as ref
-    from tests.vidcom2.test_vidcom2_exact import _video
+    from tests.vidcom2.methods.test_vidcom2 import _video
 
     checked = 0
     for seed in range(12):

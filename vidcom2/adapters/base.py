@@ -2,8 +2,8 @@
 model family. Adapters are the only code that knows module paths, token ids, layouts and position ids.
 
 Spec: shared/spec/hooks_transformers.md section 3 (transformers 5.23). One file per family implements
-:class:`Adapter` (a Protocol, no base class): ``llava_onevision.py``, ``qwen_vl.py``. ``grid_layout`` describes the
-LLaVA-Video token grid (13 x 13 tokens + a newline per row) for methods and for a future LLaVA-Video adapter.
+:class:`Adapter` (a Protocol, no base class): ``llava_onevision.py``, ``llava_video.py``, ``qwen_vl.py``.
+:class:`GridLayout` describes the LLaVA-Video token grid (13 x 13 tokens + a newline per row).
 
 Conventions used by every adapter:
 
@@ -21,6 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+#: Qwen2/2.5-VL text positions after a video (``vidcom2.adapters.qwen_vl``): ``"reference"`` or ``"hf5"``.
+TEXT_RULES = ("reference", "hf5")
 
 
 @dataclass
@@ -120,11 +123,13 @@ class Adapter(Protocol):
     """One model family. Implementations: ``vidcom2.adapters.llava_onevision.LlavaOnevisionAdapter``,
     ``vidcom2.adapters.qwen_vl.QwenVLAdapter``. All methods are pure (no state kept between calls)."""
 
-    family: str  # "llava_onevision" | "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl"
+    family: str  # "llava_onevision" | "llava_video" | "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl"
     # default position mode for pre-LLM dropping, and the accepted ones
     position_modes: tuple[str, ...]
     # processor outputs that only the vision encoder consumes (dropped from generate's kwargs after encoding)
     encoder_inputs: tuple[str, ...]
+    mrope: bool  # the text model's RoPE is 3-D M-RoPE (Qwen) rather than 1-D
+    uses_text_rule: bool  # compress's ``text_rule`` changes this family's positions (Qwen2/2.5-VL)
 
     # -- module handles (for hooks) -------------------------------------------------------------------------
     def text_model(self, model: nn.Module) -> nn.Module:
@@ -164,3 +169,28 @@ class Adapter(Protocol):
     def full_positions(self, model: nn.Module, inputs: dict, *, text_rule: str) -> torch.Tensor:
         """Position ids of the *uncompressed* prompt: LLaVA-OV ``[1, B, L]`` (``cumsum(mask) - 1``), Qwen
         ``[3, B, L]`` (t, h, w M-RoPE). Padding columns hold 1."""
+
+    def position_ids(self, positions: torch.Tensor, attention_mask: torch.Tensor, *, position_mode: str):
+        """``generate``'s ``position_ids`` for a shrunk prompt from the gathered ``positions [P, B, L']`` and its
+        ``attention_mask [B, L']``, or ``None`` (``generate`` numbers the tokens itself)."""
+
+    def generate_scope(self, model: nn.Module) -> Any:
+        """A context manager around a ``compress`` block that restores what ``generate`` caches on the model (Qwen:
+        ``model.model.rope_deltas``)."""
+
+    # -- answers to the in-LLM and decode stages --------------------------------------------------------------
+    def rotary(self, model: nn.Module, hidden: torch.Tensor, positions: torch.Tensor) -> tuple:
+        """``(cos, sin)`` of the text model for renumbered 1-D ``positions [n]`` (M-RoPE: the same on every axis)."""
+
+    def scored_token_mask(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """bool ``[B, L]``: the video tokens a method may drop, from ``input_ids`` alone (without slots; LLaVA-OV:
+        without its newline)."""
+
+    def prefill_sequence(self, model: nn.Module, current) -> Any:
+        """A context manager that keeps family-specific per-token inputs (Qwen3-VL DeepStack) aligned with a pruned
+        prefill; ``current()`` gives the original indices of the sequence a layer processes (``None``: unpruned)."""
+
+    # -- answers to the vision-encoder stage ------------------------------------------------------------------
+    def encoder_score_hooks(self, model: nn.Module, out: Any, block: int) -> list:
+        """Register the hooks that fill ``out`` (``vidcom2.stages.encoder.EncoderScores``) with per-frame scores and
+        keys on the LLM token grid while the encoder runs; return their handles (the caller removes them)."""

@@ -7,6 +7,7 @@ the newline is always kept (after the kept tokens, as in the uncompressed layout
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -20,6 +21,7 @@ from vidcom2.adapters._common import (
     with_pooler,
 )
 from vidcom2.adapters.base import Encoded, VideoSlots
+from vidcom2.stages.attention import attention_received
 
 
 class LlavaModules:
@@ -42,6 +44,72 @@ class LlavaModules:
     def video_token_id(self, model: nn.Module) -> int:
         cfg = model.config
         return int(getattr(cfg, "video_token_id", None) or cfg.video_token_index)
+
+    # -- answers to the model-agnostic stages ------------------------------------------------------------------
+    mrope = False  # 1-D RoPE
+    uses_text_rule = False
+
+    def generate_scope(self, model: nn.Module):
+        """Nothing ``generate`` caches on the model needs restoring."""
+        return contextlib.nullcontext()
+
+    def rotary(self, model: nn.Module, hidden: torch.Tensor, positions: torch.Tensor):
+        """``(cos, sin)`` of the text model at 1-D ``positions [n]``."""
+        return self.text_model(model).rotary_emb(hidden, positions.view(1, -1))
+
+    def position_ids(self, positions: torch.Tensor, attention_mask: torch.Tensor, *, position_mode: str):
+        """``generate``'s ``position_ids`` of a shrunk prompt from its gathered ``positions [1, B, L']``: the gapped
+        original ones (``"original"``), or ``None`` (``"contiguous"``: ``generate`` numbers the kept tokens)."""
+        return positions[0] if position_mode == "original" else None
+
+    def scored_token_mask(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """bool ``[B, L]``: the video tokens a method may drop, from ``input_ids`` alone (no slots)."""
+        return self.visual_token_mask(model, inputs)
+
+    def prefill_sequence(self, model: nn.Module, current):
+        """Nothing per-token besides the hidden states to keep aligned with a pruned prefill (no DeepStack)."""
+        return contextlib.nullcontext()
+
+    def pool_patches(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Encoder scores / keys ``[frames, 729, d]`` brought to the LLM token grid like the features (HF
+        ``apply_pooling``: bilinear to 14 x 14)."""
+        return model.model.apply_pooling(x)
+
+    def encoder_score_hooks(self, model: nn.Module, out, block: int) -> list:
+        """Hook the SigLIP attention of the layer that feeds the projector (``vision_feature_layer``; needs
+        ``vision_feature_select_strategy="full"``); scores and keys are pooled like the features
+        (:meth:`pool_patches`). Fills ``out`` (``vidcom2.stages.encoder.EncoderScores``); returns the handles."""
+        out.layer = self._scored_layer(model)
+        attn = self.vision_blocks(model)[out.layer].self_attn
+
+        def hook(module, args, kwargs):
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # [frames, 729, D]
+            frames, n, _ = hidden.shape
+            heads, d = module.num_heads, module.head_dim
+            with torch.no_grad():
+                q = module.q_proj(hidden).view(frames, n, heads, d).transpose(1, 2)
+                k = module.k_proj(hidden).view(frames, n, heads, d).transpose(1, 2)
+                scores = torch.stack([attention_received(q[f], k[f], module.scale, block) for f in range(frames)])
+                out.scores.append(self.pool_patches(model, scores.unsqueeze(-1)).squeeze(-1))
+                out.keys.append(self.pool_patches(model, k.float().mean(dim=1)))  # [frames, n, d]
+            return None
+
+        return [attn.register_forward_pre_hook(hook, with_kwargs=True)]
+
+    def _scored_layer(self, model: nn.Module) -> int:
+        cfg = model.config
+        layer = cfg.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ValueError(f"encoder scores need one vision_feature_layer, got {layer!r}")
+        if cfg.vision_feature_select_strategy != "full":
+            raise ValueError(
+                f"encoder scores support vision_feature_select_strategy='full' (SigLIP, no CLS), got "
+                f"{cfg.vision_feature_select_strategy!r}"
+            )
+        index = layer % (len(self.vision_blocks(model)) + 1)  # hidden_states[i] is the output of encoder layer i-1
+        if index == 0:
+            raise ValueError("vision_feature_layer selects the patch embeddings; there is no attention to score")
+        return index - 1
 
 
 class LlavaOnevisionAdapter(LlavaModules):
@@ -104,3 +172,9 @@ class LlavaOnevisionAdapter(LlavaModules):
 
     def full_positions(self, model: nn.Module, inputs: dict, *, text_rule: str = "hf5") -> torch.Tensor:
         return text_positions(attention_mask(inputs))[None]
+
+    def scored_token_mask(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """The video tokens without the one newline, the last video token of each video's run."""
+        mask = self.visual_token_mask(model, inputs)
+        ends = mask & ~torch.cat([mask[:, 1:], mask.new_zeros(mask.shape[0], 1)], dim=1)
+        return mask & ~ends

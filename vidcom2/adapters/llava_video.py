@@ -158,7 +158,7 @@ class LlavaVideoAdapter(LlavaModules):
         return GridLayout(rows=n, cols=n, newline_order=self.newline_order)
 
     def pool_patches(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Encoder scores / keys ``[frames, 729, d]`` pooled like the features (``vidcom2.adapters.encoder_scores``)."""
+        """Encoder scores / keys ``[frames, 729, d]`` pooled like the features (its ``encoder_score_hooks``, ``vidcom2.stages.encoder``)."""
         return pool_patches(model.config, x)
 
     def prepare_inputs(self, model: nn.Module, inputs: dict) -> dict:

@@ -14,15 +14,16 @@ as transformers 4.x and the original Qwen code do; ``"hf5"`` reproduces transfor
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import torch
 from torch import nn
 
-from vidcom2.adapters._common import attention_mask, check_video_inputs, with_pooler
-from vidcom2.adapters.base import Encoded, VideoSlots
-
-TEXT_RULES = ("reference", "hf5")
+from vidcom2.adapters._common import attention_mask, check_video_inputs, text_positions, with_pooler
+from vidcom2.adapters.base import TEXT_RULES, Encoded, VideoSlots
+from vidcom2.hooks import instance_attr
+from vidcom2.stages.attention import attention_received, vision_rope
 
 
 def rope_index(
@@ -79,11 +80,14 @@ def rope_index(
 class QwenVLAdapter:
     position_modes = ("original",)
     encoder_inputs = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+    mrope = True  # 3-D M-RoPE (t, h, w)
 
     def __init__(self, family: str):
         if family not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
             raise ValueError(f"QwenVLAdapter serves qwen2_vl, qwen2_5_vl and qwen3_vl, not {family!r}")
         self.family = family
+        # Qwen2/2.5-VL: where text resumes after a video is a choice (module docstring); Qwen3-VL: one rule
+        self.uses_text_rule = family in ("qwen2_vl", "qwen2_5_vl")
 
     def __repr__(self):
         return f"QwenVLAdapter({self.family!r})"
@@ -188,3 +192,113 @@ class QwenVLAdapter:
             self.merge_size(model),
             text_rule,
         )
+
+    # -- answers to the model-agnostic stages ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def generate_scope(self, model: nn.Module):
+        """``generate`` caches ``rope_deltas`` on ``model.model``: the block leaves it as it was."""
+        rope_deltas = getattr(model.model, "rope_deltas", None)
+        try:
+            yield
+        finally:
+            if hasattr(model.model, "rope_deltas"):
+                model.model.rope_deltas = rope_deltas
+
+    def rotary(self, model: nn.Module, hidden: torch.Tensor, positions: torch.Tensor):
+        """``(cos, sin)`` of the text model at ``positions [n]`` on all three M-RoPE axes (renumbered tokens)."""
+        return self.text_model(model).rotary_emb(hidden, positions.view(1, 1, -1).expand(3, 1, -1))
+
+    def position_ids(self, positions: torch.Tensor, attention_mask: torch.Tensor, *, position_mode: str):
+        """``[4, B, L']``: row 0 the 1-D text positions of the shrunk prompt (it only drives mask building), then the
+        gathered 3-D M-RoPE ``positions [3, B, L']``."""
+        return torch.cat([text_positions(attention_mask)[None], positions])
+
+    def scored_token_mask(self, model: nn.Module, inputs: dict) -> torch.Tensor:
+        """Every video token may be dropped (no layout tokens inside a video's run)."""
+        return self.visual_token_mask(model, inputs)
+
+    def prefill_sequence(self, model: nn.Module, current):
+        """Qwen3-VL: while the block is open, a prefill whose hidden states were pruned (``current()``: the original
+        indices of the sequence a layer processes) gets ``visual_pos_masks`` and the DeepStack rows gathered with
+        the kept indices (spec 5.4; recycled tokens, ids past the prompt, get no DeepStack rows). Instance-scoped."""
+        text_model = self.text_model(model)
+        if not hasattr(text_model, "_deepstack_process"):
+            return contextlib.nullcontext()
+        original = text_model._deepstack_process
+
+        def wrapped(hidden_states, visual_pos_masks, visual_embeds):
+            keep = current()
+            if keep is None or hidden_states.shape[1] == visual_pos_masks.shape[1]:
+                return original(hidden_states, visual_pos_masks, visual_embeds)
+            full = visual_pos_masks.reshape(-1).to(keep.device)
+            if int(keep.max()) >= full.numel():
+                full = torch.cat([full, full.new_zeros(int(keep.max()) + 1 - full.numel())])
+            rows = (full.long().cumsum(0) - 1)[keep][full[keep]]
+            return original(hidden_states, full[keep].view(1, -1), visual_embeds[rows.to(visual_embeds.device)])
+
+        return instance_attr(text_model, "_deepstack_process", wrapped)
+
+    def encoder_score_hooks(self, model: nn.Module, out, block: int) -> list:
+        """Hook the last vision block (Qwen2.5-VL: the last full-attention one, ``fullatt_block_indexes``; windowed
+        blocks see only local windows), per temporal patch (its ``cu_seqlens`` chunk), mean over each 2x2 merge
+        group (the merger's grouping); Qwen2.5-VL rows come in window order and are put back with
+        ``argsort(window_index)`` as the model does after the merger. Fills ``out``; returns the handles."""
+        visual = self.vision_tower(model)
+        full = getattr(visual, "fullatt_block_indexes", None)
+        out.layer = max(int(i) for i in full) if full else len(visual.blocks) - 1
+        grids: list = []
+
+        def on_tower(module, args, kwargs):
+            grids.append(kwargs["grid_thw"] if "grid_thw" in kwargs else args[1])
+            return None
+
+        def on_attention(module, args, kwargs):
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # [S, D]
+            cu = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
+            with torch.no_grad():
+                unit = visual.spatial_merge_size**2
+                scores, keys = _frame_scores(module, hidden, cu, kwargs["position_embeddings"], block, unit)
+                _split_per_video(visual, grids[-1], scores, keys, full is not None, out)
+            return None
+
+        return [
+            visual.register_forward_pre_hook(on_tower, with_kwargs=True),
+            visual.blocks[out.layer].attn.register_forward_pre_hook(on_attention, with_kwargs=True),
+        ]
+
+
+def _frame_scores(module, hidden: torch.Tensor, cu: torch.Tensor, position_embeddings, block: int, unit: int):
+    """Attention received ``[S / unit]`` and pre-RoPE content keys ``[S / unit, d]`` of one Qwen vision block call,
+    per ``cu_seqlens`` chunk, averaged over each merge group of ``unit`` (``spatial_merge_size**2``) consecutive rows,
+    as the merger concatenates them."""
+    cos, sin = position_embeddings
+    s, heads = hidden.shape[0], module.num_heads
+    q, k, _ = module.qkv(hidden).reshape(s, 3, heads, -1).permute(1, 0, 2, 3).unbind(0)  # [S, H, d]
+    keys = k.float().mean(dim=1)  # pre-RoPE content keys [S, d]
+    q, k = vision_rope(q, cos, sin), vision_rope(k, cos, sin)
+    bounds = cu.tolist()
+    scores = torch.cat(
+        [
+            attention_received(q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), module.scaling, block)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+    )
+    return scores.view(-1, unit).mean(dim=1), keys.view(-1, unit, keys.shape[-1]).mean(dim=1)
+
+
+def _split_per_video(visual, grid: torch.Tensor, scores, keys, windowed: bool, out) -> None:
+    """Append one ``[T, n]`` score map and ``[T, n, d]`` keys per video of ``grid`` to ``out`` (window order undone
+    on Qwen2.5-VL)."""
+    m = visual.spatial_merge_size
+    if windowed:
+        from transformers.vision_utils import get_vision_window_index
+
+        window_index, _ = get_vision_window_index(grid, m, visual.window_size, visual.patch_size)
+        reverse = torch.argsort(window_index.to(scores.device))
+        scores, keys = scores[reverse], keys[reverse]
+    start = 0
+    for t, h, w in grid.tolist():
+        n = (h // m) * (w // m)
+        out.scores.append(scores[start : start + t * n].view(t, n))
+        out.keys.append(keys[start : start + t * n].view(t, n, -1))
+        start += t * n

@@ -18,8 +18,9 @@ Three registered names; only ``dycoke`` is the full DyCoke (TTM + the decode-tim
   odd F keeps the last (unpaired) frame whole (the official code drops it); F <= 4 skips pass 2 (the official code
   crashes on an empty ``torch.stack``). Pass 1 L2-normalises both frames before the cosine, as the official code
   (``pass1_normalise=True``, default; the same in fp32, different roundings in bf16).
-- ``dycoke``: TTM as ``dycoke_ttm`` plus stage 2 while decoding (``vidcom2.adapters._dycoke_decode``; defaults
-  ``L_d = 3``, ``P = 0.7``, cosine threshold 0.9, official full-cache read when stable).
+- ``dycoke``: TTM as ``dycoke_ttm`` plus stage 2 while decoding (its plan's decode stage, run by
+  ``vidcom2.stages.decode``; the step rule is :class:`CosinePolicy`; defaults ``L_d = 3``, ``P = 0.7``, cosine
+  threshold 0.9, official full-cache read when stable).
 - ``dycoke_vc2``: the port in the VidCom2 repository (branch qwen, ``token_compressor/dycoke/core.py``): TTM with
   ``K = 1 - r``, kept indices sorted ascending, an unpaired last frame dropped.
 """
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 
 from vidcom2.budget import count
 from vidcom2.registry import register
-from vidcom2.types import MethodInfo, Selection
+from vidcom2.types import DecodeStage, MethodInfo, Plan, Selection
 
 _PAPER = "DyCoke (CVPR 2025, arXiv 2411.15024)"
 
@@ -184,7 +185,7 @@ class DyCokeVC2:
 @dataclass(frozen=True)
 class DyCoke:
     """The full DyCoke: TTM (as ``dycoke_ttm``: budget-matched, or ``merge_ratio=K``) before the LLM, then stage 2
-    while decoding (``vidcom2.adapters._dycoke_decode``; baselines.md 8.2): at each decode step layer
+    while decoding (:meth:`plan`, run by ``vidcom2.stages.decode``; baselines.md 8.2): at each decode step layer
     ``stage2_layer - 1``'s attention row of the new token over the visual span is compared with the previous step's
     (cosine); below ``stage2_threshold`` layers ``>= stage2_layer`` read only the top ``int(n*(1-stage2_prune))``
     visual cache entries (plus all others) for that step; above it they read the full cache (official code) or the
@@ -201,6 +202,7 @@ class DyCoke:
         paper=_PAPER,
         code="github.com/KD-TAO/DyCoke llava/model/llava_arch.py::dycole_ttm, "
         "llava/model/language_model/modeling_qwen2.py::PrunableDynamicCache",
+        decode=True,
     )
     merge_ratio: float | None = None
     stage2: bool = True
@@ -210,11 +212,6 @@ class DyCoke:
     stage2_reuse: bool = False
     span_off_by_one: bool = True
     pass1_normalise: bool = True
-
-    @property
-    def decode_pruning(self) -> bool:
-        """Whether ``vidcom2.compress`` attaches the decode-time stage (``vidcom2.adapters._dycoke_decode``)."""
-        return bool(self.stage2)
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         if not 0.0 <= float(self.stage2_prune) < 1.0:
@@ -228,3 +225,42 @@ class DyCoke:
             stage2_threshold=float(self.stage2_threshold),
         )
         return sel
+
+    def plan(self, retention_ratio: float, num_layers: int, num_visual: int | None, *, mrope: bool) -> Plan:
+        """Stage 2 as a decode stage at ``L_d = stage2_layer`` with :class:`CosinePolicy` (nothing when ``stage2``
+        is off); the span leaves out the last TTM token when ``span_off_by_one`` (official)."""
+        if not self.stage2:
+            return Plan("dycoke")
+        if not 1 <= int(self.stage2_layer) < num_layers:
+            raise ValueError(f"dycoke: stage2_layer must be in [1, {num_layers - 1}], got {self.stage2_layer}")
+        if not 0.0 <= float(self.stage2_prune) < 1.0:
+            raise ValueError(f"dycoke: stage2_prune (P) must be in [0, 1), got {self.stage2_prune}")
+        policy = CosinePolicy(float(self.stage2_prune), float(self.stage2_threshold), bool(self.stage2_reuse))
+        stage = DecodeStage(int(self.stage2_layer), policy, span_excludes_last=bool(self.span_off_by_one))
+        return Plan("dycoke", decode=stage, hparams={"stage2_layer": stage.layer, "stage2_prune": policy.prune})
+
+
+@dataclass(frozen=True)
+class CosinePolicy:
+    """DyCoke stage 2's step rule (official ``PrunableDynamicCache.dycoke_pruning`` / ``update_cache``):
+    ``s = cos(a_t, a_{t-1})`` of this step's row ``a_t`` over the span and the previous step's (first step: 0). If
+    ``s < threshold`` the top ``int(n_span * (1 - prune))`` span positions are selected (official ``int()``
+    truncation); else the official code leaves the selection unset, so the full cache is read (``reuse=False``), or
+    the last selection is read again (``reuse=True``, the paper's description). Every prompt starts afresh; the
+    official ``DycokeConfigs`` object is never reset, so there a sample's first step is compared with the previous
+    sample's last row."""
+
+    prune: float
+    threshold: float
+    reuse: bool = False
+
+    def step(self, row: torch.Tensor, state) -> tuple[torch.Tensor | None, float]:
+        """row ``[n_span]`` float32; state: ``vidcom2.stages.decode.DecodeState`` (``rows`` of the earlier steps,
+        ``span``, ``last_selection``). Returns (sorted prompt positions or ``None``, the cosine)."""
+        previous = state.rows[-1] if state.rows else None
+        sim = 0.0 if previous is None else float(F.cosine_similarity(row, previous, dim=0))
+        if sim >= self.threshold:
+            return (state.last_selection if self.reuse else None), sim
+        keep = int(row.numel() * (1 - self.prune))
+        top = torch.topk(row, keep, sorted=False).indices if keep else row.new_zeros(0).long()
+        return torch.sort(state.span.to(row.device)[top]).values, sim

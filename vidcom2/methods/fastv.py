@@ -16,8 +16,9 @@ The paper does not say how it grafted FCA onto FastV; the reading here: the per-
 pre-LLM visual features (the projector outputs the LLM receives) at FastV's keep fraction ``rho``, and inside each
 frame FastV keeps its own highest-attention tokens.
 
-This module is the model-agnostic math; ``vidcom2.adapters.in_llm`` obtains the attention row without eager attention
-(a registered attention function that computes only that row) and slices the sequence at layer K.
+This module is the model-agnostic math and the method's in-LLM plan (:meth:`FastV.plan`: one stage at layer K, scored
+by :class:`LastQueryRow`); ``vidcom2.stages.in_llm`` runs it, obtaining the attention row without eager attention
+(a registered attention function that computes only that row) and slicing the sequence at layer K.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import torch
 from vidcom2.budget import count, frame_budgets, keep_highest
 from vidcom2.methods._topk import keep_top_global
 from vidcom2.registry import register
-from vidcom2.types import MethodInfo, Selection
+from vidcom2.stages.attention import last_row
+from vidcom2.types import MethodInfo, Plan, Selection, Stage
 
 
 def keep_fraction(retention_ratio: float, num_layers: int | None, prune_layer: int, budget_mode: str) -> float:
@@ -87,6 +89,30 @@ class FastV:
         rho = keep_fraction(retention_ratio, self.num_layers, self.prune_layer, self.budget_mode)
         return Selection(keep=select(features, scores, rho, self.budget), stats={"rho": rho, "budget": self.budget})
 
+    def plan(self, retention_ratio: float, num_layers: int, num_visual: int, *, mrope: bool) -> Plan:
+        """One stage before layer K keeping ``count(rho, num_visual)`` (per frame: ``budget``), original positions."""
+        k = int(self.prune_layer)
+        if not 1 <= k < num_layers:
+            raise ValueError(f"fastv: prune_layer must be in [1, {num_layers - 1}] for a {num_layers}-layer LLM, got {k}")
+        rho = keep_fraction(retention_ratio, num_layers, k, self.budget_mode)
+        stage = Stage(k, count(rho, num_visual), fraction=rho)
+        hp = {"rho": rho, **budget_hparams(self.budget)}
+        return Plan("fastv", (stage,), LastQueryRow(), "original", hp, budget=self.budget)
+
+
+@dataclass(frozen=True)
+class LastQueryRow:
+    """FastV's score recipe: inside layer ``K-1``'s attention, the last prompt query's attention row over the
+    sequence, mean over heads (``[kv_len]``; visual columns ranked)."""
+
+    where: ClassVar[str] = "attention"
+
+    def start(self, embeds, visual, *, text_start, prompt_len) -> dict:
+        return {}
+
+    def attention_row(self, scoring, query, key, scaling, mask, *, ids, visual, positions) -> torch.Tensor:
+        return last_row(query, key, scaling, mask)
+
 
 BUDGETS = ("global", "uniform", "fca")
 
@@ -94,6 +120,11 @@ BUDGETS = ("global", "uniform", "fca")
 def check_budget(name: str, budget: str) -> None:
     if budget not in BUDGETS:
         raise ValueError(f"{name}: budget must be one of {BUDGETS} (global = the official top-k over the video), got {budget!r}")
+
+
+def budget_hparams(budget: str) -> dict:
+    """``{"budget": ...}`` when a plan selects per frame (``uniform``/``fca``), else nothing (global top-k)."""
+    return {} if budget == "global" else {"budget": budget}
 
 
 def select(features: torch.Tensor, scores: torch.Tensor, fraction: float, budget: str) -> torch.Tensor:

@@ -18,7 +18,8 @@ The official schedule (``scripts/v1_5/pdrop_eval/*.sh`` at 6444f30: ``--layer_li
 mode: ``lambda = 0.125**(1/3) = 0.5`` exactly, fractions 0.5 / 0.25 / 0.125 of ``N``. The one remaining
 difference is the count: :func:`stage_counts` gives both rules; they agree whenever ``N * lambda**s`` is an integer
 or its fractional part is below 0.5 (LLaVA-OV: ``N = 196 F`` with F even), otherwise ``round`` keeps one token
-more per stage. The in-LLM adapter (``vidcom2/adapters/in_llm.py::plan_for``) applies the project's ``count``.
+more per stage. :meth:`PDrop.plan` applies the project's ``count`` (or ``counting="truncate"``), and the stages'
+score is :class:`RecomputedRow`; ``vidcom2.stages.in_llm`` runs the plan.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
+from vidcom2.budget import count
 from vidcom2.methods._topk import keep_top_global
 from vidcom2.registry import register
-from vidcom2.types import MethodInfo, Selection
+from vidcom2.stages.attention import last_row, rope
+from vidcom2.types import MethodInfo, Plan, Selection, Stage
 
 
 def stage_layers(num_layers: int, layers: tuple[int, ...] | None = None) -> tuple[int, ...]:
@@ -85,9 +90,7 @@ OFFICIAL_RATIOS = (0.5, 0.25, 0.125)
 
 def stage_counts(sched: list[tuple[int, float]], num_visual: int, counting: str = "round") -> list[int]:
     """Visual tokens kept per stage of ``sched`` (from :func:`schedule`): ``round`` (the project's
-    :func:`vidcom2.budget.count`, used by the adapter) or ``truncate`` (the official ``int(N * ratio)``)."""
-    from vidcom2.budget import count
-
+    :func:`vidcom2.budget.count`, the default) or ``truncate`` (the official ``int(N * ratio)``)."""
     if counting == "round":
         return [count(frac, num_visual) for _, frac in sched]
     if counting == "truncate":  # at least one token: a stage that keeps none cannot be attended (N * ratio < 1)
@@ -127,3 +130,37 @@ class PDrop:
             sched = schedule(retention_ratio, self.num_layers, self.layers, self.budget_mode)
             final, stats = sched[-1][1], {"schedule": sched}
         return Selection(keep=keep_top_global(scores, final).to(features.device), stats=stats)
+
+    def plan(self, retention_ratio: float, num_layers: int, num_visual: int, *, mrope: bool) -> Plan:
+        """One stage per boundary of :func:`schedule`, counts by :func:`stage_counts`; positions renumbered
+        (official) on 1-D RoPE models and, having no official M-RoPE code, original M-RoPE positions on Qwen."""
+        sched = schedule(retention_ratio, num_layers, self.layers, self.budget_mode)
+        kept = stage_counts(sched, num_visual, self.counting)
+        stages = tuple(Stage(int(layer), k) for (layer, _), k in zip(sched, kept))
+        mode = "original" if mrope else "contiguous"
+        return Plan("pdrop", stages, RecomputedRow(), mode, {"schedule": [(int(a), float(b)) for a, b in sched]})
+
+
+@dataclass(frozen=True)
+class RecomputedRow:
+    """PDrop's score recipe (official code, PDrop#17): before stage layer ``l``, the last token's attention row
+    recomputed with that layer's own ``input_layernorm``, ``q_proj`` (last token only), ``k_proj`` (+ Qwen3
+    ``q_norm``/``k_norm``) and RoPE at the current positions: one extra k projection per stage, no second pass."""
+
+    where: ClassVar[str] = "layer_input"
+
+    def start(self, embeds, visual, *, text_start, prompt_len) -> dict:
+        return {}
+
+    def layer_row(self, layer, hidden: torch.Tensor, cos, sin, mask) -> torch.Tensor:
+        """``[n]`` float32 for ``hidden [1, n, D]`` entering ``layer`` with ``cos/sin [1, n, d]`` and its mask."""
+        attn = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        d = attn.head_dim
+        q = attn.q_proj(x[:, -1:]).view(1, 1, -1, d)
+        k = attn.k_proj(x).view(1, x.shape[1], -1, d)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q = rope(q.transpose(1, 2), cos[:, -1:], sin[:, -1:])
+        k = rope(k.transpose(1, 2), cos, sin)
+        return last_row(q, k, attn.scaling, mask)

@@ -30,7 +30,9 @@ ICML 2025, arXiv 2410.04417. Official code: github.com/Gumpest/SparseVLMs
   schedule shape is ``[300, 200, 118]``.
 
 On tensors (no LLM), ``select`` returns the top ``count(a, F*N)`` tokens by ``scores`` (the final stage's budget,
-like ``pdrop``); the recycling exists only inside the LLM (``vidcom2.adapters.in_llm``).
+like ``pdrop``); the recycling exists only inside the LLM. This module is the schedule and the plan
+(:meth:`SparseVLM.plan`); the in-LLM parts (raters, rater rows, v2's gravity, recycling) live next to it in
+``vidcom2.methods._sparsevlm_llm``, and ``vidcom2.stages.in_llm`` runs the plan.
 """
 
 from __future__ import annotations
@@ -38,69 +40,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from vidcom2.budget import count
+from vidcom2.methods._sparsevlm_llm import (  # noqa: F401  (text_raters, recycle_sources, cluster_and_merge: re-exported)
+    ClusterRecycler,
+    RaterRows,
+    cluster_and_merge,
+    recycle_sources,
+    recycled_count,
+    text_raters,
+)
+from vidcom2.methods.fastv import budget_hparams, check_budget, select
 from vidcom2.registry import register
-from vidcom2.types import MethodInfo, Selection
+from vidcom2.types import MethodInfo, Plan, Selection, Stage
 
 LAYERS = (2, 6, 15)
 # score.py sparse_token_list_192, relative to the last stage: v1 [300, 200, 110], v2 [300, 200, 118]
 SHAPES = {1: (300 / 110, 200 / 110, 1.0), 2: (300 / 118, 200 / 118, 1.0)}
 VERSIONS = (1, 2)
 BUDGET_MODES = ("final", "layer_avg")
-
-
-def text_raters(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Bool ``[T]``: the text raters. visual ``[V, D]`` and text ``[T, D]`` LLM input embeddings (computed in float32).
-    When no relevance is above the mean (e.g. a single text token) every text token rates (the official code would
-    average over an empty set)."""
-    m = torch.softmax(visual.float() @ text.float().T, dim=1).mean(dim=0)  # [T]
-    chosen = m > m.mean()
-    return chosen if chosen.any() else torch.ones_like(chosen)
-
-
-def recycled_count(pruned: int) -> int:
-    """Cluster centres inserted when ``pruned`` tokens are dropped at a stage (0 when nothing is dropped)."""
-    if pruned <= 0:
-        return 0
-    return int((int(pruned * 0.3) + 1) / 10) + 1
-
-
-def recycle_sources(scores: torch.Tensor) -> torch.Tensor:
-    """Indices into the pruned tokens (``scores [p]``, visual order) of the ``int(0.3 p) + 1`` highest, highest first."""
-    n = int(scores.shape[0] * 0.3) + 1
-    return torch.argsort(scores.float(), descending=True, stable=True)[:n]
-
-
-def cluster_and_merge(
-    x: torch.Tensor, centres: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """DPC-kNN clustering of ``x [n, D]`` into ``centres`` clusters; returns the cluster means ``[centres, D]``
-    in the order of the centres' score (density x distance to a denser token, highest first).
-
-    Follows ``utils.py::cluster_and_merge``: distances ``/ sqrt(D)``, density ``exp(-mean of the squared distances
-    to the k nearest, self included)`` with ``k = centres``, plus ``U(0, 1e-6)`` noise (drawn from ``generator``),
-    each token assigned to its nearest centre (centres to themselves), mean = sum / (size + 1e-6). float32 math,
-    result in ``x.dtype``.
-    """
-    n, d = x.shape
-    xf = x.float()
-    dist = torch.cdist(xf, xf) / d**0.5  # [n, n]
-    near = torch.topk(dist, k=centres, dim=-1, largest=False).values
-    density = (-(near**2).mean(dim=-1)).exp()
-    noise = torch.rand(n, generator=generator, dtype=torch.float32).to(x.device)
-    density = density + noise * 1e-6
-    denser = density[None, :] > density[:, None]  # [i, j]: j is denser than i
-    to_denser = torch.where(denser, dist, dist.max()).min(dim=-1).values
-    chosen = torch.topk(to_denser * density, k=centres).indices  # [c]
-    assign = dist[chosen].argmin(dim=0)  # [n] nearest centre
-    assign[chosen] = torch.arange(centres, device=x.device)
-    sums = torch.zeros(centres, d, dtype=torch.float32, device=x.device).index_add_(0, assign, xf)
-    sizes = torch.zeros(centres, dtype=torch.float32, device=x.device).index_add_(
-        0, assign, torch.ones(n, device=x.device)
-    )
-    return (sums / (sizes[:, None] + 1e-6)).to(x.dtype)
 
 
 def _last_stage_keep(target: int, entering: int, recycle: bool) -> int:
@@ -243,8 +200,6 @@ class SparseVLM:
     budget: str = "global"
 
     def __post_init__(self):
-        from vidcom2.methods.fastv import check_budget
-
         check_budget("sparsevlm", self.budget)
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
@@ -268,7 +223,30 @@ class SparseVLM:
                 fraction, f * n, self.num_layers, layers, recycle, version=self.version
             )
         stats["fraction"] = fraction
-        from vidcom2.methods.fastv import select
-
         stats["budget"] = self.budget
         return Selection(keep=select(features, scores, fraction, self.budget), stats=stats)
+
+    def plan(self, retention_ratio: float, num_layers: int, num_visual: int, *, mrope: bool) -> Plan:
+        """One stage after each pruning layer that drops something (a stage that drops nothing does not exist: no
+        renumbering either, keep-all is the unhooked model); scored by :class:`RaterRows`; v1 recycles
+        (:class:`ClusterRecycler`) and renumbers contiguously (official: position ids truncated to the new length),
+        v2 keeps the original position ids (official ``USE_VERSION=2_0``)."""
+        layers, recycle = check_layers(self.layers, num_layers), recycles(self)
+        if recycle and self.budget != "global":
+            raise ValueError(
+                f"sparsevlm budget={self.budget!r} selects per frame; recycled cluster centres belong to no frame: "
+                "set recycle=false (method.recycle=false)"
+            )
+        frac = solve_fraction(retention_ratio, num_visual, num_layers, layers, self.budget_mode, recycle, self.version)
+        stages, entering = [], num_visual
+        for loc, (k, c) in zip(layers, stage_counts(frac, num_visual, len(layers), recycle, version=self.version)):
+            if k < entering:
+                stages.append(Stage(loc + 1, k, c, fraction=k / num_visual))
+            entering = k + c
+        hp = {"fraction": frac, "layers": list(layers), "recycle": recycle, "version": self.version,
+              **budget_hparams(self.budget)}  # fmt: skip
+        if self.version == 2:
+            hp["heads"] = int(self.heads)
+        mode = "contiguous" if self.version == 1 else "original"
+        return Plan("sparsevlm", tuple(stages), RaterRows(self.version, int(self.heads)), mode, hp,
+                    budget=self.budget, recycle=ClusterRecycler() if recycle else None)  # fmt: skip

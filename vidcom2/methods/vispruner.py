@@ -13,7 +13,7 @@ score), all b]`` until ``T_div = T - T_imp`` tokens are left. Kept tokens stay i
 official eval scripts: ``important_ratio = 0.5``.
 
 This port (an approximation: upstream has image models only) applies that per frame with ``T = count(r, n)``
-(the per-frame allocator). Signals, from the project's encoder seam (``vidcom2/adapters/encoder_scores.py``, as
+(the per-frame allocator). Signals, from the project's encoder seam (``vidcom2/stages/encoder.py`` with the adapter's hooks, as
 VisionZip): attention received at the encoder layer that feeds the projector, mean over heads and queries, pooled
 to the LLM grid; the duplicate removal runs on the features the method receives (after the projector and pooling)
 instead of the encoder output. Ties in the attention order: stable (lower index first); the official ``argsort`` is

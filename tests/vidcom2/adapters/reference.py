@@ -64,13 +64,14 @@ def hf_positions(model, inputs, arch):
 
 def selections(model, inputs, arch, method, ratio, seed=0, **hparams):
     """One ``vidcom2.apply`` per video; vision-encoder methods get the scores / keys that
-    ``vidcom2.adapters.encoder_scores.capture`` records around the encoder call (that module has its own tests)."""
+    ``vidcom2.stages.encoder.capture`` records around the encoder call (that module has its own tests)."""
     if vidcom2.get_method(method, **hparams).info.stage != "vision_encoder":
         feats, out = full_features(model, inputs, arch)
         return [vidcom2.apply(method, f, ratio, seed=seed, **hparams) for f in feats], feats, out
-    from vidcom2.adapters import encoder_scores, get_adapter
+    from vidcom2.adapters import get_adapter
+    from vidcom2.stages import encoder
 
-    with encoder_scores.capture(get_adapter(model), model) as cap:
+    with encoder.capture(get_adapter(model), model) as cap:
         feats, out = full_features(model, inputs, arch)
     frames = [f.shape[0] for f in feats]
     scores = torch.cat(list(cap.scores)).split(frames)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import generate_compressed
+from tests.vidcom2._helpers import generate_compressed
 from vidcom2.testing import tiny
 
 from .reference import ARCHS, masked_teacher_forced
@@ -18,11 +18,11 @@ NEW = 5
 RATIO = {"dycoke_ttm": 0.6}
 # vision-encoder methods take the same prompt-shrinking path (with encoder scores); visionzip also merges features
 # (methods that also act while decoding, e.g. dycoke's stage 2, change more than the prompt: tested on their own in
-# tests/vidcom2/adapters/test_dycoke_decode.py)
+# tests/vidcom2/stages/test_decode.py)
 METHODS = [
     m
     for m in vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
-    if not getattr(vidcom2.get_method(m), "decode_pruning", False)
+    if not vidcom2.get_method(m).info.decode
 ]
 CASES = [(m, a) for m in METHODS for a in ARCHS]
 

@@ -11,21 +11,21 @@ import torch
 import torch.nn.functional as F
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import generate_compressed
+from tests.vidcom2._helpers import generate_compressed
 from vidcom2.adapters import adapter_for, family_of, get_adapter
 from vidcom2.adapters.llava_video import rewrite_prompt
-from vidcom2.adapters.rebuild import shrink
+from vidcom2.stages.rebuild import shrink
 from vidcom2.testing import tiny
 
 FRAMES, SIDE, POOLED = 4, 27, 13
 PER_FRAME = POOLED * (POOLED + 1)  # 182
 NEW = 5
 RATIO = {"dycoke_ttm": 0.6}  # anchor frames are kept whole (as in test_compress_equivalence)
-# (dycoke's stage 2 also acts while decoding: tested in tests/vidcom2/adapters/test_dycoke_decode.py)
+# (dycoke's stage 2 also acts while decoding: tested in tests/vidcom2/stages/test_decode.py)
 METHODS = [
     m
     for m in vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
-    if not getattr(vidcom2.get_method(m), "decode_pruning", False)
+    if not vidcom2.get_method(m).info.decode
 ]
 
 

@@ -69,3 +69,11 @@ def test_evs_keeps_what_moves():
     assert sel.stats["retained"] == k
     kept = {(t, i) for t, i in sel.keep.nonzero().tolist() if t > 0}
     assert kept == changed
+
+
+# the contract's budget rule for this method (tests/vidcom2/test_contract.py), written from the spec, not the code
+
+def expected_counts(x, r):
+    """vLLM's compute_retained_tokens_count with q = 1 - r: truncation, one whole frame at least (a total)."""
+    f, n = x.shape[:2]
+    return min(f * n, max(n, int(f * n * (1 - (1.0 - r)))))

@@ -55,3 +55,12 @@ def test_full_ratio_keeps_everything_and_bad_options_are_refused():
         vidcom2.apply("flashvid", x, 0.5, scores=attn, selection="div")
     with pytest.raises(ValueError, match="alpha"):
         vidcom2.apply("flashvid", x, 0.5, scores=attn, alpha=0.0)
+
+
+def expected_counts(x, r):
+    """The contract's budget rule: segments and tree merges are data-dependent; recomputed in the reference on the
+    scores the contract test feeds (its ``_aux``)."""
+    from tests.vidcom2.test_contract import _aux
+
+    f, n = x.shape[:2]
+    return ref.kept_count(x, _aux("flashvid", f, n)["scores"], r)

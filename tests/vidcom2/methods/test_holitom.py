@@ -49,3 +49,8 @@ def test_sorted_order_and_bad_options():
         vidcom2.apply("holitom", x, 0.25, scores=attn, order="time")
     with pytest.raises(ValueError, match="beta"):
         vidcom2.apply("holitom", x, 0.25, scores=attn, beta=2.0)
+
+
+def expected_counts(x, r):
+    """The contract's budget rule: static windows are data-dependent; the official rule, recomputed in the reference."""
+    return ref.kept_count(x, r)

@@ -48,3 +48,8 @@ def test_official_cluster_ratio_ignores_the_ratio_and_full_ratio_is_lossless():
         vidcom2.apply("prunevid", x, 0.5, cluster_ratio=0.0)
     with pytest.raises(ValueError, match="order must be one of"):
         vidcom2.apply("prunevid", x, 0.5, order="random")
+
+
+def expected_counts(x, r):
+    """The contract's budget rule: segments and static positions are data-dependent; recomputed in the reference."""
+    return ref.kept_count(x, r)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import vidcom2
+from tests.vidcom2 import reference as ref
 from vidcom2.budget import count
 from vidcom2.methods import sparsevlm as sv
 
@@ -142,3 +143,11 @@ def test_select_on_tensors_and_bad_hparams():
 def test_a_single_text_token_rates_alone():
     v, t = torch.randn(6, 4), torch.randn(1, 4)
     assert sv.text_raters(v, t).tolist() == [True]
+
+
+# the contract's budget rule for this method (tests/vidcom2/test_contract.py), written from the spec, not the code
+
+def expected_counts(x, r):
+    """On tensors: the final stage's ``count(r, F*N)`` over the video (a total)."""
+    f, n = x.shape[:2]
+    return ref.budget(r, f * n)

@@ -57,3 +57,11 @@ def test_vispruner_drops_duplicates_first():
     assert kept.tolist() == reference_frame(x[0], scores[0], 8, 0.0)
     with pytest.raises(ValueError, match="important_ratio"):
         vidcom2.select("vispruner", x, 0.5, scores=scores, important_ratio=1.5)
+
+
+# the contract's budget rule for this method (tests/vidcom2/test_contract.py), written from the spec, not the code
+
+def expected_counts(x, r):
+    """Per-frame ``count(r, N)``."""
+    f, n = x.shape[:2]
+    return [ref.budget(r, n)] * f

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, left_pad, model_batches
+from tests.vidcom2._helpers import assert_restored, assert_same_generation, left_pad, model_batches
 from tests.vidcom2.methods.test_sparsevlm import slow_cluster_and_merge
 from vidcom2 import get_method
-from vidcom2.adapters import _sparsevlm_llm as svl
-from vidcom2.adapters import get_adapter, in_llm
+from vidcom2.adapters import get_adapter
 from vidcom2.methods import sparsevlm as sv
+from vidcom2.stages import in_llm, masks
 
 NEW_TOKENS = 5
 LAYERS = (0, 1, 2)  # pruning_loc on a 4-layer tiny LLM: outputs of layers 0, 1, 2 are pruned
@@ -40,11 +40,8 @@ def text_start(model, batch):
 
 def run(model, batch, method, ratio=0.25, mode="prune", seed=0, **gen):
     adapter = get_adapter(model)
-    text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
     visual = in_llm.candidates(adapter, model, batch)
-    plan = in_llm.plan_for(method, ratio, len(layers), int(visual.sum()), mrope=in_llm._is_mrope(text_model))
-    start = text_start(model, batch)
-    with in_llm.pruning(text_model, layers, visual, plan, mode=mode, text_start=start, seed=seed) as state:
+    with in_llm.attach(adapter, model, method, ratio, batch, mode=mode, seed=seed) as state:
         out = model.generate(
             **batch,
             max_new_tokens=NEW_TOKENS,
@@ -53,7 +50,7 @@ def run(model, batch, method, ratio=0.25, mode="prune", seed=0, **gen):
             return_dict_in_generate=True,
             **gen,
         )
-    return out, state, visual, plan
+    return out, state, visual, state.plan
 
 
 
@@ -129,7 +126,7 @@ def test_rater_rows_equal_eager_attention(models, arch):
         _, state, visual, _ = run(model, batch, get_method("sparsevlm", layers=(1, 2)))
     embeds, attentions, _ = eager_reference(model, batch)
     raters = reference_raters(embeds, visual, text_start(model, batch), batch["input_ids"].shape[1])
-    assert raters.numel() > 0 and torch.equal(state.raters, raters)
+    assert raters.numel() > 0 and torch.equal(state.scoring["raters"], raters)
     # layer 1 runs on the unpruned sequence: its rater rows are the eager rows, mean over heads then raters
     want = attentions[1][:, raters].mean(dim=0).mean(dim=0)
     assert torch.allclose(state.rows[2], want.float(), atol=1e-6, rtol=1e-5)
@@ -204,13 +201,13 @@ def test_new_token_mask_matches_the_parent_mask_without_new_tokens():
     ar = torch.arange(n)
     parent = ((ar.view(1, -1) <= ar.view(-1, 1)) & (ar.view(1, -1) >= pad)).view(1, 1, n, n)
     ids = torch.tensor([0, 1, 2, 4, 6])
-    rebuilt = svl.with_new_tokens(parent, torch.cat([ids, torch.tensor([n])]), n)
-    sliced = in_llm._take(parent, ids, ids)
+    rebuilt = masks.with_new_tokens(parent, torch.cat([ids, torch.tensor([n])]), n)
+    sliced = masks.take(parent, ids, ids)
     valid_rows = ids >= pad
     assert torch.equal(rebuilt[0, 0, :5, :5][valid_rows], sliced[0, 0][valid_rows])
     assert bool(rebuilt[0, 0, 5, 2:].all()) and not bool(rebuilt[0, 0, 5, :2].any())  # the new token
     additive = torch.zeros(parent.shape).masked_fill(~parent, torch.finfo(torch.float32).min)
-    rebuilt_add = svl.with_new_tokens(additive, torch.cat([ids, torch.tensor([n])]), n)
+    rebuilt_add = masks.with_new_tokens(additive, torch.cat([ids, torch.tensor([n])]), n)
     assert torch.equal(rebuilt_add == 0, rebuilt)
 
 
@@ -247,20 +244,19 @@ def test_refusals_and_restoration_after_exception(models):
     model, batch = models("qwen3_vl")
     adapter = get_adapter(model)
     text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
-    visual = in_llm.candidates(adapter, model, batch)
-    plan = in_llm.plan_for(get_method("sparsevlm", layers=LAYERS), 0.25, 4, int(visual.sum()), mrope=True)
+    method = get_method("sparsevlm", layers=LAYERS)
     with pytest.raises(ValueError, match="recycle=False"):
-        with in_llm.pruning(text_model, layers, visual, plan, mode="mask"):
+        with in_llm.attach(adapter, model, method, 0.25, batch, mode="mask"):
             pass
     with pytest.raises(ValueError, match="contiguous"):
-        with in_llm.pruning(text_model, layers, visual, plan, position_mode="original"):
+        with in_llm.attach(adapter, model, method, 0.25, batch, position_mode="original"):
             pass
     with pytest.raises(ValueError, match="layers"):
         in_llm.plan_for(get_method("sparsevlm"), 0.25, 4, 100, mrope=True)  # default 2/6/15 on 4 layers
     with pytest.raises(RuntimeError, match="boom"):
-        with in_llm.pruning(text_model, layers, visual, plan):
+        with in_llm.attach(adapter, model, method, 0.25, batch):
             assert text_model.config._attn_implementation == "vidcom2_in_llm_sdpa"
-            assert layers[1]._forward_pre_hooks and in_llm._ACTIVE
+            assert layers[1]._forward_pre_hooks and in_llm.dispatcher_routes()[0] > 0
             raise RuntimeError("boom")
     assert_restored(model)
 
@@ -289,7 +285,7 @@ def test_v2_score_equals_independent_gravity_and_head_selection(models):
         _, state, visual, _ = run(model, batch, get_method("sparsevlm", layers=(1, 2), version=2, heads=2))
     embeds, attentions, _ = eager_reference(model, batch)
     raters = reference_raters(embeds, visual, text_start(model, batch), batch["input_ids"].shape[1])
-    assert torch.equal(state.raters, raters)
+    assert torch.equal(state.scoring["raters"], raters)
     config = model.model.language_model.config
     d = config.hidden_size // config.num_attention_heads
     theta = config.rope_parameters["rope_theta"] ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)

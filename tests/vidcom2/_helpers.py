@@ -1,4 +1,4 @@
-"""Shared helpers of the in-LLM adapter tests: tiny model + prompt factory, generation and restoration checks."""
+"""Shared helpers of the model-level tests (stages, compress): tiny model + prompt factory, generation and restoration checks."""
 
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ def assert_same_generation(a, b, tol=1e-5):
 
 def assert_restored(model):
     """Nothing of in-LLM pruning outlives its block: attention implementation, hooks, registries, DeepStack wrap."""
-    from vidcom2.adapters import in_llm
+    from vidcom2.stages import in_llm
 
     text_model = model.model.language_model
     assert text_model.config._attn_implementation == "sdpa"
     assert not text_model._forward_pre_hooks
     assert all(not layer._forward_pre_hooks for layer in text_model.layers)
-    assert not in_llm._ACTIVE and not in_llm._GATHER
+    assert in_llm.dispatcher_routes() == (0, 0)
     assert "_deepstack_process" not in vars(text_model)
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from tests.vidcom2 import reference as ref
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, model_batches
+from tests.vidcom2._helpers import assert_restored, assert_same_generation, model_batches
 from vidcom2 import get_method
-from vidcom2.adapters import get_adapter, in_llm
+from vidcom2.adapters import get_adapter
 from vidcom2.measure import Recorder
+from vidcom2.stages import in_llm
 
 NEW_TOKENS = 4
 
@@ -26,16 +27,13 @@ def models():
 def run(model, batch, method, ratio, mode="prune"):
     """generate() under ``pruning`` with the video's frame columns; returns (output, state, visual, columns, embeds)."""
     adapter = get_adapter(model)
-    text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
+    text_model = adapter.text_model(model)
     visual = in_llm.candidates(adapter, model, batch)
     columns = adapter.video_slots(model, batch)[0].columns
-    plan = in_llm.plan_for(method, ratio, len(layers), int(visual.sum()), mrope=in_llm._is_mrope(text_model))
     seen = []
     hook = text_model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["inputs_embeds"]), with_kwargs=True)
-    video = adapter.visual_token_mask(model, batch)[0]
     try:
-        with in_llm.pruning(text_model, layers, visual, plan, mode=mode, frame_columns=columns,
-                            text_start=int(video.nonzero().max()) + 1) as state:  # fmt: skip
+        with in_llm.attach(adapter, model, method, ratio, batch, mode=mode) as state:
             out = model.generate(**batch, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
                                  output_logits=True, return_dict_in_generate=True)  # fmt: skip
     finally:

@@ -1,4 +1,5 @@
-"""VidCom2 against the independent float64 reference (tests/vidcom2/reference.py), on random and structured inputs."""
+"""vidcom2: against the independent float64 reference (tests/vidcom2/reference.py), on random and structured inputs,
+and its documented tie rule in bf16. The ablation knobs: test_vidcom2_knobs.py."""
 
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -92,3 +93,23 @@ def test_official_rule_just_below_one_still_redistributes():
     got = vidcom2.select("vidcom2", x, r)
     assert got.sum(dim=1).tolist() == ks
     assert sum(ks) < 4 * 40
+
+
+BF16 = torch.bfloat16
+
+
+def test_vidcom2_records_its_tie_rule_and_keeps_the_lower_index():
+    # every frame is one token repeated: all scores of a frame tie, so the kept tokens are the first k_t
+    base = torch.randn(3, 1, 8, generator=torch.Generator().manual_seed(5))
+    x = base.expand(3, 12, 8).contiguous().to(BF16)
+    sel = vidcom2.apply("vidcom2", x, 0.5)
+    assert sel.stats["tie_rule"] == "lower_index"
+    for t, k in enumerate(sel.keep.sum(1).tolist()):
+        assert sel.keep[t].nonzero().squeeze(1).tolist() == list(range(k))
+
+
+# the contract's budget rule for this method (tests/vidcom2/test_contract.py), written from the spec, not the code
+
+def expected_counts(x, r):
+    """FCA's per-frame budgets of the float64 reference."""
+    return ref.vidcom2_mask(x, r)[1]

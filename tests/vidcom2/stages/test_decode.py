@@ -18,9 +18,11 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, left_pad, model_batches
-from vidcom2.adapters import _dycoke_decode as dd
-from vidcom2.adapters import get_adapter, in_llm
+from tests.vidcom2._helpers import assert_restored, assert_same_generation, left_pad, model_batches
+from vidcom2.adapters import get_adapter
+from vidcom2.methods.dycoke import CosinePolicy
+from vidcom2.stages import decode, in_llm
+from vidcom2.types import DecodeStage
 
 NEW_TOKENS = 8
 L_D = 2  # rows from layer 1, reads of layers 2 and 3 pruned (4-layer tiny LLM)
@@ -34,21 +36,18 @@ def models():
 
 def span(model, batch, off_by_one=True):
     adapter = get_adapter(model)
-    return dd.span_of(in_llm.candidates(adapter, model, batch), off_by_one)
+    return decode.span_of(in_llm.candidates(adapter, model, batch), off_by_one)
+
+
+def dycoke(threshold=0.9, reuse=False, **hparams):
+    return vidcom2.get_method(
+        "dycoke", stage2_layer=L_D, stage2_prune=P, stage2_threshold=threshold, stage2_reuse=reuse, **hparams
+    )
 
 
 def run(model, batch, threshold, reuse=False, mode="prune", **gen):
-    adapter = get_adapter(model)
-    with dd.decode_pruning(
-        adapter.text_model(model),
-        adapter.decoder_layers(model),
-        span(model, batch),
-        layer=L_D,
-        prune=P,
-        threshold=threshold,
-        reuse=reuse,
-        mode=mode,
-    ) as state:
+    """generate() under `decode.attach` (DyCoke's decode stage on the uncompressed prompt); (output, state)."""
+    with decode.attach(get_adapter(model), model, dycoke(threshold, reuse), 1.0, batch, mode=mode) as state:
         out = model.generate(
             **batch,
             max_new_tokens=NEW_TOKENS,
@@ -78,17 +77,17 @@ def unhooked(model, batch):
 def test_prune_equals_mask_mode_with_mixed_steps(models, arch, reuse):
     model, batch = models(arch)
     _, probe = run(model, batch, threshold=2.0)  # every step prunes: collect the similarities
-    threshold = statistics.median(probe.similarity[1:])
+    threshold = statistics.median(probe.notes[1:])
     pruned, state = run(model, batch, threshold, reuse=reuse)
     masked, ref_state = run(model, batch, threshold, reuse=reuse, mode="mask")
     assert_same_generation(pruned, masked)
     steps = NEW_TOKENS - 1  # the first token comes from the prefill
-    assert len(state.selected) == steps and state.similarity[0] == 0.0
+    assert len(state.selected) == steps and state.notes[0] == 0.0
     assert [s is None for s in state.selected] == [s is None for s in ref_state.selected]
-    fresh = [sim < threshold for sim in state.similarity]
+    fresh = [sim < threshold for sim in state.notes]
     assert any(fresh) and not all(fresh)  # both kinds of steps happened
     n = span(model, batch).numel()
-    for sim, sel in zip(state.similarity, state.selected):
+    for sim, sel in zip(state.notes, state.selected):
         if sim < threshold or reuse:
             assert sel.numel() == int(n * (1 - P))
         else:
@@ -146,8 +145,8 @@ def test_span_leaves_out_the_last_token_like_the_official_code(models):
     model, batch = models("llava_onevision")
     adapter = get_adapter(model)
     cand = in_llm.candidates(adapter, model, batch).nonzero().squeeze(1)
-    assert torch.equal(dd.span_of(in_llm.candidates(adapter, model, batch), True), cand[:-1])
-    assert torch.equal(dd.span_of(in_llm.candidates(adapter, model, batch), False), cand)
+    assert torch.equal(decode.span_of(in_llm.candidates(adapter, model, batch), True), cand[:-1])
+    assert torch.equal(decode.span_of(in_llm.candidates(adapter, model, batch), False), cand)
 
 
 def test_dycoke_through_compress(models):
@@ -172,20 +171,20 @@ def test_dycoke_through_compress(models):
 def test_refusals_and_restoration_after_exception(models):
     model, batch = models("qwen2_vl")
     adapter = get_adapter(model)
-    text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
+    text_model = adapter.text_model(model)
     with pytest.raises(ValueError, match="stage2_layer"):
-        with dd.decode_pruning(text_model, layers, span(model, batch), layer=4):
+        with decode.attach(adapter, model, vidcom2.get_method("dycoke", stage2_layer=4), 1.0, batch):
             pass
     with pytest.raises(RuntimeError, match="boom"):
-        with dd.decode_pruning(text_model, layers, span(model, batch), layer=L_D):
+        with decode.attach(adapter, model, dycoke(), 1.0, batch):
             assert text_model.config._attn_implementation == "vidcom2_in_llm_sdpa"
-            assert in_llm._ACTIVE and len(in_llm._GATHER) == 2
+            assert in_llm.dispatcher_routes() == (1, 2)
             raise RuntimeError("boom")
     assert_restored(model)
     two = {k: torch.cat([v, v]) if k in ("input_ids", "attention_mask") else v for k, v in batch.items()}
     method = vidcom2.get_method("dycoke")
     with pytest.raises(ValueError, match="batch size 1"):
-        dd.generate(adapter, model, model.generate, two, method)
+        decode.generate(adapter, model, model.generate, two, method, 1.0)
 
 
 def test_compress_dycoke_equals_ttm_plus_mask_mode_stage2_on_the_shrunk_prompt(models):
@@ -202,7 +201,8 @@ def test_compress_dycoke_equals_ttm_plus_mask_mode_stage2_on_the_shrunk_prompt(m
     cols = torch.arange(start, start + kept - 1)
     adapter = get_adapter(model)
     text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
-    with dd.decode_pruning(text_model, layers, cols, layer=L_D, threshold=2.0, mode="mask") as state:
+    stage = DecodeStage(L_D, CosinePolicy(prune=0.7, threshold=2.0))  # dycoke's default P
+    with decode.decode_pruning(text_model, layers, cols, stage, mode="mask") as state:
         with vidcom2.compress(model, method="dycoke_ttm", retention_ratio=0.75):
             want = model.generate(**batch, **gen)
     assert len(state.selected) == NEW_TOKENS - 1 and all(sel is not None for sel in state.selected)

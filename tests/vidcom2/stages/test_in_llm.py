@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import assert_restored, assert_same_generation, model_batches
+from tests.vidcom2._helpers import assert_restored, assert_same_generation, model_batches
 from vidcom2 import get_method
-from vidcom2.adapters import get_adapter, in_llm
+from vidcom2.adapters import get_adapter
 from vidcom2.budget import count
 from vidcom2.measure import Recorder
+from vidcom2.stages import attention, in_llm
 
 NEW_TOKENS = 6
 PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
@@ -26,12 +27,10 @@ def models():
 
 
 def run(model, batch, method, ratio, mode="prune", **options):
-    """generate() under `pruning`; returns (output, state, candidate mask)."""
+    """generate() under `in_llm.attach`; returns (output, state, candidate mask)."""
     adapter = get_adapter(model)
-    text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
     visual = in_llm.candidates(adapter, model, batch)
-    plan = in_llm.plan_for(method, ratio, len(layers), int(visual.sum()), mrope=in_llm._is_mrope(text_model))
-    with in_llm.pruning(text_model, layers, visual, plan, mode=mode, **options) as state:
+    with in_llm.attach(adapter, model, method, ratio, batch, mode=mode, **options) as state:
         out = model.generate(
             **batch,
             max_new_tokens=NEW_TOKENS,
@@ -126,8 +125,9 @@ def test_pdrop_prune_equals_mask_mode_and_stage_counts(models, arch):
     assert set(state.keep[2].tolist()) <= set(state.keep[1].tolist())
     assert set(state.keep[3].tolist()) <= set(state.keep[2].tolist())
     assert state.position_mode == ("contiguous" if arch == "llava_onevision" else "original")
-    assert in_llm.position_mode_for(method, model.model.language_model) == state.position_mode
-    assert in_llm.position_mode_for(get_method("fastv"), model.model.language_model) == "original"
+    mrope = get_adapter(model).mrope
+    assert in_llm.plan_for(method, 0.25, 4, n_vis, mrope=mrope).position_mode == state.position_mode
+    assert in_llm.plan_for(get_method("fastv"), 0.25, 4, n_vis, mrope=mrope).position_mode == "original"
     assert_restored(model)
 
 
@@ -221,26 +221,24 @@ def test_last_row_handles_gqa_and_masks():
     q, k = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8)
     probs = torch.softmax((q @ k.repeat_interleave(2, dim=1).transpose(-1, -2)) * 0.3, dim=-1)
     dense = probs[0, :, -1].mean(dim=0)
-    assert torch.allclose(in_llm.last_row(q, k, 0.3, None), dense, atol=1e-6)
+    assert torch.allclose(attention.last_row(q, k, 0.3, None), dense, atol=1e-6)
     hide = torch.ones(1, 1, 5, 5, dtype=torch.bool)
     hide[..., 1] = False
-    masked = in_llm.last_row(q, k, 0.3, hide)
+    masked = attention.last_row(q, k, 0.3, hide)
     assert masked[1] == 0 and abs(masked.sum().item() - 1) < 1e-6
     additive = torch.zeros(1, 1, 5, 5).masked_fill(~hide, torch.finfo(torch.float32).min)
-    assert torch.allclose(in_llm.last_row(q, k, 0.3, additive), masked, atol=1e-6)
+    assert torch.allclose(attention.last_row(q, k, 0.3, additive), masked, atol=1e-6)
 
 
 def test_restored_after_exception(models):
     model, batch = models("qwen3_vl")
     adapter = get_adapter(model)
     text_model, layers = adapter.text_model(model), adapter.decoder_layers(model)
-    visual = in_llm.candidates(adapter, model, batch)
-    plan = in_llm.plan_for(get_method("fastv", prune_layer=1), 0.25, 4, int(visual.sum()), mrope=True)
     with pytest.raises(RuntimeError, match="boom"):
-        with in_llm.pruning(text_model, layers, visual, plan):
+        with in_llm.attach(adapter, model, get_method("fastv", prune_layer=1), 0.25, batch):
             assert text_model.config._attn_implementation == "vidcom2_in_llm_sdpa"
             assert "_deepstack_process" in vars(text_model)
-            assert layers[1]._forward_pre_hooks and in_llm._ACTIVE
+            assert layers[1]._forward_pre_hooks and in_llm.dispatcher_routes()[0] > 0
             raise RuntimeError("boom")
     assert_restored(model)
     # and the model is the model it was

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import vidcom2
-from tests.vidcom2.adapters._helpers import model_batches
-from vidcom2.adapters import encoder_scores, get_adapter
+from tests.vidcom2._helpers import model_batches
+from vidcom2.adapters import get_adapter
+from vidcom2.stages import attention, encoder
 
 QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
@@ -25,7 +26,7 @@ def models():
 
 def encode(model, batch):
     adapter = get_adapter(model)
-    with encoder_scores.capture(adapter, model, block=100) as cap:
+    with encoder.capture(adapter, model, block=100) as cap:
         encoded = adapter.encode(model, batch)
     return cap, encoded
 
@@ -40,7 +41,7 @@ def test_attention_received_blockwise_equals_dense():
     q, k = torch.randn(3, 50, 8), torch.randn(3, 50, 8)
     dense = torch.softmax(q @ k.transpose(-1, -2) * 0.35, dim=-1).mean(dim=(0, 1))
     for block in (1, 7, 50, 4096):
-        assert torch.allclose(encoder_scores.attention_received(q, k, 0.35, block), dense, atol=1e-6)
+        assert torch.allclose(attention.attention_received(q, k, 0.35, block), dense, atol=1e-6)
 
 
 def test_llava_onevision_scores_equal_eager_attention_pooled(models):
@@ -165,7 +166,7 @@ def test_hooks_removed_after_block_and_exception(models, arch):
     encode(model, batch)
     assert hooks(model) == before
     with pytest.raises(RuntimeError, match="boom"):
-        with encoder_scores.capture(get_adapter(model), model):
+        with encoder.capture(get_adapter(model), model):
             assert hooks(model) != before
             raise RuntimeError("boom")
     assert hooks(model) == before

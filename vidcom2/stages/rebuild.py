@@ -1,22 +1,19 @@
-"""Shrink a prompt to the kept visual tokens (hook (a), spec hooks_transformers.md section 4).
+"""The pre-LLM stage: shrink a prompt to the kept visual tokens (hook (a), spec hooks_transformers.md section 4).
 
-Model-agnostic: it uses only the adapter's slots, positions and ``pack``. Every batch row is shrunk on its own and
-the batch is left-padded again to the longest row.
+Model-agnostic: it uses only the adapter's slots, positions (``full_positions``, ``position_ids``) and ``pack``.
+Every batch row is shrunk on its own and the batch is left-padded again to the longest row.
 """
 
 from __future__ import annotations
 
 import torch
 
-from vidcom2.adapters._common import attention_mask, text_positions
-from vidcom2.adapters.base import Encoded
-
 # [B, L] tensors of the prompt that are shrunk together with input_ids
 _PER_TOKEN = ("mm_token_type_ids", "token_type_ids")
 
 
 def shrink(
-    adapter, model, inputs: dict, encoded: Encoded, selections: list, *, position_mode: str, text_rule: str
+    adapter, model, inputs: dict, encoded, selections: list, *, position_mode: str, text_rule: str
 ):
     """The generate kwargs for the prompt with only the kept visual tokens, and per-row token counts.
 
@@ -29,10 +26,11 @@ def shrink(
     Returns ``(kwargs, counts)``: kwargs with ``input_ids``, ``attention_mask``, ``mm_encoder_outputs``, the
     shrunk per-token tensors and ``position_ids`` where needed; counts: one dict per row with
     ``visual_tokens_in/out`` (scored tokens only: LLaVA-OV's always-kept newline is not counted) and
-    ``prompt_tokens_in/out`` (without padding).
+    ``prompt_tokens_in/out`` (without padding). encoded: the adapter's ``Encoded`` (``vidcom2.adapters.base``).
     """
     ids = inputs["input_ids"]
-    am = attention_mask(inputs)
+    am = inputs.get("attention_mask")
+    am = torch.ones_like(ids) if am is None else am
     B, L = ids.shape
     device = ids.device
     full_pos = adapter.full_positions(model, inputs, text_rule=text_rule)  # [P, B, L]
@@ -63,9 +61,32 @@ def shrink(
         vis_out[row] += flat.numel()
 
     lengths = keep.sum(1)
-    Lp = int(lengths.max())
     pad_id = model.generation_config.pad_token_id
     pad_id = 0 if pad_id is None else int(pad_id if not isinstance(pad_id, list) else pad_id[0])
+    new_ids, new_am, new_pos, extra = _left_padded(inputs, am, keep, src, full_pos, pad_id)
+    kwargs = {"input_ids": new_ids, "attention_mask": new_am, **extra}
+    kwargs["mm_encoder_outputs"] = {"video": adapter.pack(model, encoded, kept_feats, flats)}
+    position_ids = adapter.position_ids(new_pos, new_am, position_mode=position_mode)
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    counts = [
+        dict(
+            visual_tokens_in=vis_in[b],
+            visual_tokens_out=vis_out[b],
+            prompt_tokens_in=int(am[b].sum()),
+            prompt_tokens_out=int(lengths[b]),
+        )
+        for b in range(B)
+    ]
+    return kwargs, counts
+
+
+def _left_padded(inputs: dict, am, keep: torch.Tensor, src: torch.Tensor, full_pos: torch.Tensor, pad_id: int):
+    """The kept columns (``keep [B, L]``) of every row, left-padded to the longest: ids, mask, positions (gathered
+    at ``src``, the position source column of each column) and the per-token tensors."""
+    ids = inputs["input_ids"]
+    B, device = ids.shape[0], ids.device
+    Lp = int(keep.sum(1).max())
     new_ids = torch.full((B, Lp), pad_id, dtype=ids.dtype, device=device)
     new_am = torch.zeros((B, Lp), dtype=am.dtype, device=device)
     new_pos = torch.ones((full_pos.shape[0], B, Lp), dtype=torch.long, device=device)
@@ -82,20 +103,4 @@ def shrink(
         new_pos[:, b, Lp - n :] = full_pos[:, b, src[b, idx]]
         for k, t in extra.items():
             t[b, Lp - n :] = inputs[k][b, idx]
-
-    kwargs = {"input_ids": new_ids, "attention_mask": new_am, **extra}
-    kwargs["mm_encoder_outputs"] = {"video": adapter.pack(model, encoded, kept_feats, flats)}
-    if full_pos.shape[0] == 3:
-        kwargs["position_ids"] = torch.cat([text_positions(new_am)[None], new_pos])
-    elif position_mode == "original":
-        kwargs["position_ids"] = new_pos[0]
-    counts = [
-        dict(
-            visual_tokens_in=vis_in[b],
-            visual_tokens_out=vis_out[b],
-            prompt_tokens_in=int(am[b].sum()),
-            prompt_tokens_out=int(lengths[b]),
-        )
-        for b in range(B)
-    ]
-    return kwargs, counts
+    return new_ids, new_am, new_pos, extra

@@ -1,0 +1,60 @@
+"""Attention-mask surgery for a pruned sequence (pure tensor functions, no hooks), used by the in-LLM stage.
+
+Masks are what transformers hands a decoder layer: 4-D ``[B, 1, q, kv]`` (bool: True = attend; float: additive) or
+a 2-D ``[B, kv]`` 0/1 padding mask (flash backends), or ``None``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def take(mask: torch.Tensor | None, rows: torch.Tensor | None, cols: torch.Tensor) -> torch.Tensor | None:
+    """Select query ``rows`` (None: all) and key ``cols`` of a 4-D ``[B, 1, q, kv]`` mask, or ``cols`` of a 2-D
+    ``[B, kv]`` padding mask (flash backends)."""
+    if mask is None:
+        return None
+    if mask.dim() == 2:
+        return mask[:, cols]
+    if rows is not None:
+        mask = mask[:, :, rows]
+    return mask[:, :, :, cols]
+
+
+def with_new_tokens(mask: torch.Tensor | None, ids: torch.Tensor, prompt_len: int) -> torch.Tensor | None:
+    """Prefill mask for a sequence ``ids`` holding new tokens (ids ``>= prompt_len``, never padding; SparseVLM's
+    recycled centres): causal, padding keys hidden (read from the last prompt row, which sees every non-padding
+    key), every token sees itself. 4-D bool/additive as given; a 2-D padding mask (flash) gets its columns
+    gathered."""
+    if mask is None:
+        return None
+    extra = int(ids.max()) + 1 - prompt_len
+    if mask.dim() == 2:
+        return torch.cat([mask, mask.new_ones(mask.shape[0], extra)], dim=1)[:, ids]
+    last = mask[0, 0, -1, :prompt_len]
+    valid = last if last.dtype == torch.bool else last == 0
+    valid = torch.cat([valid, valid.new_ones(extra)])[ids]
+    m = ids.numel()
+    ar = torch.arange(m, device=ids.device)
+    allowed = ((ar.view(1, -1) <= ar.view(-1, 1)) & valid.view(1, -1)) | (ar.view(1, -1) == ar.view(-1, 1))
+    allowed = allowed.view(1, 1, m, m)
+    if mask.dtype == torch.bool:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=mask.dtype, device=mask.device).masked_fill(
+        ~allowed, torch.finfo(mask.dtype).min
+    )
+
+
+def reference_mask(existing, keep: torch.Tensor, q_len: int, kv_len: int, device) -> torch.Tensor:
+    """The ``mode="mask"`` reference: ``existing`` with the dropped key columns hidden (``keep`` bool over the
+    first columns; later ones, generated tokens, stay). The diagonal stays, so a dropped query row is never empty."""
+    cols = torch.ones(kv_len, dtype=torch.bool, device=device)
+    cols[: keep.numel()] = keep
+    q_pos = torch.arange(kv_len - q_len, kv_len, device=device).view(-1, 1)
+    k_pos = torch.arange(kv_len, device=device).view(1, -1)
+    allowed = ((k_pos <= q_pos) & (cols.view(1, -1) | (k_pos == q_pos))).view(1, 1, q_len, kv_len)
+    if existing is None:
+        return allowed
+    if existing.dtype == torch.bool:
+        return existing & allowed
+    return existing.masked_fill(~allowed, torch.finfo(existing.dtype).min)
