@@ -72,9 +72,9 @@ TINY_ASSETS := $(PY) scripts/make_tiny_models.py >/dev/null && $(PY) scripts/mak
 report: install ## tables (md/csv/tex), comparison with the paper and plots of all records in results/runs (REPORT_ARGS="--experiment tiny")
 	$(PY) -m eval.report $(REPORT_ARGS)
 
-table-%: install ## reproduce a paper table: resumable sweep of conf/experiment/<name>.yaml, its tables and the comparison with the paper (table-tiny: CPU, offline)
+table-%: install ## reproduce a paper table: resumable sweep of conf/experiment/<name>.yaml, its tables and the comparison with the paper (table-tiny*: CPU, offline, one process)
 	@case "$*" in tiny*) $(TINY_ASSETS);; esac
-	$(if $(filter tiny%,$*),$(OFFLINE)) $(PY) -m eval.paper experiment $* $(OVERRIDES)
+	$(if $(filter tiny%,$*),$(OFFLINE)) $(PY) -m eval.paper experiment $* $(if $(filter tiny%,$*),--in-process) $(OVERRIDES)
 	$(PY) -m eval.report --experiment $*
 
 # One line per table/figure of the paper (recipe: the table-% rule above; docs/reporting.md lists the GPU hours).

@@ -202,13 +202,27 @@ def load_published(path: Path | None = None, methods: pd.DataFrame | None = None
 
 
 def published_for(published: pd.DataFrame, preset=None) -> pd.DataFrame:
-    """The published rows a report compares with: all of them, or only the preset's ``paper_table`` (its table id
-    is then given the ``acc_`` prefix the accuracy comparison selects on, so ablation tables compare too)."""
+    """The published rows a report compares with: all of them, or only the preset's ``paper_table`` (an ablation or
+    figure id is given the ``acc_`` prefix the accuracy comparison selects on; ``efficiency_*`` ids keep theirs).
+
+    A tiny counterpart (``stands_in_for``) compares with the published rows of the paper presets it stands in for,
+    relabelled as its own model and frame count: random-weight numbers against the paper's, so that the
+    comparison's code path (row matching, deltas, CI markers, the figure's diamonds) runs offline. Its tables carry
+    the random-weights marker; the numbers mean nothing.
+    """
+    if preset is not None and getattr(preset, "stands_in_for", ()):
+        parts = []
+        for name in preset.stands_in_for:
+            real = load_preset("experiment", name)
+            rows = published_for(published, real)
+            rows = rows[(rows["model"] == real.paper_model) & (rows["frames"].isna() | (rows["frames"] == real.frames))]
+            parts.append(rows.assign(model=preset.model, frames=preset.frames))
+        return pd.concat(parts, ignore_index=True).astype({"frames": "Int64"})
     table = getattr(preset, "paper_table", None)
     if not table:
         return published
     out = published[published["table"] == table].copy()
-    out["table"] = table if table.startswith("acc_") else f"acc_{table}"
+    out["table"] = table if table.startswith(("acc_", "efficiency_")) else f"acc_{table}"
     return out
 
 
@@ -271,6 +285,8 @@ class Preset:
     paper_table: str | None
     extra: tuple[str, ...] = ()
     pretrained: str | None = None  # the model's checkpoint (resolved), for the pre-load checks of row_status
+    paper_model: str | None = None  # the model's name in paper_results.csv (null for tiny models)
+    stands_in_for: tuple[str, ...] = ()  # a tiny preset: the paper presets whose code path it exercises
 
 
 def preset_names(kind: str) -> list[str]:
@@ -282,7 +298,8 @@ def load_preset(kind: str, name: str, overrides: tuple[str, ...] = ()) -> Preset
 
     The grid comes from the ``table`` block: ``benchmarks`` (conf ids), either ``rows`` (method -> list of ratios,
     in the paper's order) or ``methods`` x ``ratios``, optional ``seeds`` (default [seed]), ``paper_table``,
-    ``requires_gpu`` (default: the model has real weights); or, for plain sweeps, from ``hydra.sweeper.params``
+    ``requires_gpu`` (default: the model has real weights), ``stands_in_for`` (a tiny counterpart: the paper
+    presets it stands in for, see :func:`published_for`); or, for plain sweeps, from ``hydra.sweeper.params``
     (``method`` x ``retention_ratio``, optional ``benchmark`` and ``seed``; default: the composed benchmark).
     """
     if kind not in PRESET_KINDS:
@@ -330,6 +347,8 @@ def load_preset(kind: str, name: str, overrides: tuple[str, ...] = ()) -> Preset
         paper_table=table.get("paper_table"),
         extra=tuple(overrides),
         pretrained=str(cfg.model.pretrained),
+        paper_model=cfg.model.get("paper_model"),
+        stands_in_for=tuple(table.get("stands_in_for") or ()),
     )
 
 
@@ -373,28 +392,73 @@ def row_status(
     return "ok"
 
 
-def sweep_commands(preset: Preset, python: str = "python") -> tuple[list[list[str]], list[str]]:
-    """One Hydra multirun per runnable method (its ratios x benchmarks x seeds); messages for skipped rows.
+def runnable(preset: Preset) -> tuple[dict[str, list[float]], list[str]]:
+    """The preset's rows that can run (row key -> ratios, in table order) and one message per row that cannot.
 
-    Rows with a status other than "ok" are not run (they stay in the tables as labelled rows). Every command is
-    resumable: ``eval.run`` skips a run whose record exists.
+    Rows with a status other than "ok" (:func:`row_status`) are not run; they stay in the tables as labelled rows.
     """
     ratios: dict[str, list[float]] = {}
     for method, ratio in preset.rows:
         ratios.setdefault(method, []).append(ratio)
-    commands, skipped = [], []
+    ok, skipped = {}, []
     for method, rs in ratios.items():
-        over = [f"method.{k}={_hydra_value(v)}" for k, v in variant_overrides(method).items()]
         status = row_status(base_method(method), preset.family, preset.pretrained, tuple(rs), variant_overrides(method))
         if status != "ok":
             skipped.append(f"{method} at {', '.join(f'{r:g}' for r in rs)}: {status} (kept as a row in the tables)")
-            continue
+        else:
+            ok[method] = rs
+    return ok, skipped
+
+
+def _method_overrides(key: str) -> list[str]:
+    return [f"method={base_method(key)}", *(f"method.{k}={_hydra_value(v)}" for k, v in variant_overrides(key).items())]
+
+
+def sweep_commands(preset: Preset, python: str = "python") -> tuple[list[list[str]], list[str]]:
+    """One Hydra multirun per runnable row key (its ratios x benchmarks x seeds); messages for skipped rows.
+
+    Every command is resumable: ``eval.run`` skips a run whose record exists.
+    """
+    ok, skipped = runnable(preset)
+    commands = []
+    for method, rs in ok.items():
+        base, *over = _method_overrides(method)
         commands.append([
-            python, "-m", "eval.run", "-m", f"+{preset.kind}={preset.name}", f"method={base_method(method)}",
+            python, "-m", "eval.run", "-m", f"+{preset.kind}={preset.name}", base,
             f"retention_ratio={','.join(f'{r:g}' for r in rs)}", f"benchmark={','.join(preset.benchmarks)}",
             f"seed={','.join(map(str, preset.seeds))}", *over, *preset.extra,
         ])  # fmt: skip
     return commands, skipped
+
+
+def run_overrides(preset: Preset) -> tuple[list[list[str]], list[str]]:
+    """The Hydra overrides of every single run of the preset (row x ratio x benchmark x seed), for an in-process
+    run (:func:`run_in_process`); messages for skipped rows as in :func:`sweep_commands`."""
+    ok, skipped = runnable(preset)
+    runs = [[f"+{preset.kind}={preset.name}", *_method_overrides(method), f"retention_ratio={r:g}", f"benchmark={b}",
+             f"seed={s}", *preset.extra]
+            for method, rs in ok.items() for r in rs for b in preset.benchmarks for s in preset.seeds]  # fmt: skip
+    return runs, skipped
+
+
+def run_in_process(preset: Preset) -> tuple[list[Path], list[str]]:
+    """Every run of the preset in this process, one after the other (the model is loaded once and reused, see
+    :func:`eval.runner.load_model`); finished runs of the same identity are skipped, so presets that share a
+    configuration share its record. Returns the record paths and the configuration errors (one line each)."""
+    from hydra import compose, initialize_config_dir
+
+    from eval.runner import run
+    from eval.validate import ConfigError
+
+    paths, errors = [], []
+    for overrides in run_overrides(preset)[0]:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("eval", overrides=overrides)
+        try:
+            paths.append(run(cfg))
+        except ConfigError as e:
+            errors.append(f"{' '.join(overrides)}: {e}")
+    return paths, errors
 
 
 def _hydra_value(value) -> str:
@@ -431,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. limit=10)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--check", action="store_true", help="only compose the preset and check the device")
+    parser.add_argument("--in-process", action="store_true",
+                        help="every run in this process, one model load (tiny presets; no Hydra launcher)")
     args = parser.parse_intermixed_args(argv)  # flags may come after the overrides
     preset = load_preset(args.kind, args.name, tuple(args.overrides))
     if not args.dry_run:
@@ -438,6 +504,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"[{preset.name}] {preset.model}, {len(preset.rows)} rows x {len(preset.benchmarks)} benchmark(s): ok")
         return 0
+    if args.in_process and not args.dry_run:
+        for line in run_overrides(preset)[1]:
+            print(f"[{preset.name}] skip {line}")
+        paths, errors = run_in_process(preset)
+        for line in errors:
+            print(f"[{preset.name}] error: {line}", file=sys.stderr)
+        print(f"[{preset.name}] {len(paths)} run(s) finished or found; {len(errors)} refused")
+        return 1 if errors else 0
     commands, skipped = sweep_commands(preset, sys.executable)
     for line in skipped:
         print(f"[{preset.name}] skip {line}")

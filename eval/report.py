@@ -392,8 +392,10 @@ def vs_paper_table(acc: Table, published: pd.DataFrame, methods: pd.DataFrame) -
     if pub.empty:
         return None
     pub = pub.pivot_table(index=ROW, columns="metric", values="value", aggfunc="first")
-    metrics = [*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS, "avg_score", "avg_relative_pct"]
-    rows = acc.data.set_index(ROW)
+    # Figures 4 and 5 publish only % of vanilla per column (``<column>_rel_pct``): ours is computed the same way
+    rel = [f"{c}_rel_pct" for c in paper.ACCURACY_COLUMNS if f"{c}_rel_pct" in pub.columns]
+    metrics = [*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS, "avg_score", "avg_relative_pct", *rel]
+    rows = _with_relative(acc.data.set_index(ROW), rel)
     union = pd.DataFrame(list(rows.index) + [k for k in pub.index if k not in rows.index], columns=ROW)
     keys = [(r.method, r.retention_ratio) for r in default_rows(union, methods)]
     data, display = [], []
@@ -411,7 +413,7 @@ def vs_paper_table(acc: Table, published: pd.DataFrame, methods: pd.DataFrame) -
             if metric == "avg_score" and theirs.get(metric) is None:
                 continue  # the paper prints Avg. only in the Qwen3-VL-30B-A3B table
             cell = DASH if (a is None or pd.isna(a)) and (b is None or pd.isna(b)) else f"{fmt(a)} / {fmt(b)}"
-            shown[paper.COLUMN_LABELS[metric]] = cell + fmt_delta(delta)
+            shown[_metric_label(metric)] = cell + fmt_delta(delta)
         display.append(shown)
     notes = [n for n in acc.notes if n.startswith((RANDOM_MARK, APPROX_MARK))]
     notes.append("Cells: ours / paper (Δ = ours − paper). Paper: results/paper/paper_results.csv.")
@@ -419,6 +421,23 @@ def vs_paper_table(acc: Table, published: pd.DataFrame, methods: pd.DataFrame) -
         notes.append("The paper does not state the frame count for this model; compared regardless.")
     title = f"vs paper — {model_key}, {frames} frames"
     return Table(title, pd.DataFrame(data), pd.DataFrame(display).fillna(DASH), notes)
+
+
+def _with_relative(rows: pd.DataFrame, rel: list[str]) -> pd.DataFrame:
+    """``rows`` (indexed by method, ratio) with ``<column>_rel_pct`` = 100 * score / vanilla score of that column."""
+    vanilla = rows.loc[("none", 1.0)] if ("none", 1.0) in rows.index else None
+    for metric in rel:
+        col = metric.removesuffix("_rel_pct")
+        base = None if vanilla is None or col not in rows else vanilla[col]
+        ok = base is not None and not pd.isna(base) and float(base) != 0.0
+        rows[metric] = 100.0 * rows[col].astype(float) / float(base) if ok else math.nan
+    return rows
+
+
+def _metric_label(metric: str) -> str:
+    if metric.endswith("_rel_pct"):
+        return f"{paper.COLUMN_LABELS[metric.removesuffix('_rel_pct')]} (% of vanilla)"
+    return paper.COLUMN_LABELS[metric]
 
 
 def efficiency_vs_paper_table(eff: Table, published: pd.DataFrame, methods: pd.DataFrame) -> Table | None:
@@ -558,10 +577,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--no-paper", action="store_true", help="skip the comparison with the published numbers")
     parser.add_argument("--quiet", action="store_true", help="do not print the report")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="Hydra override when composing the preset, as given to its runs (e.g. cache_dir=...)")
     args = parser.parse_args(argv)
     preset = None
     if args.experiment or args.sweep:
-        preset = paper.load_preset("sweep" if args.sweep else "experiment", args.sweep or args.experiment)
+        kind = "sweep" if args.sweep else "experiment"
+        preset = paper.load_preset(kind, args.sweep or args.experiment, tuple(args.override))
     name = preset.name if preset else "all"
     paths = find_records(args.runs)
     models = set(args.model or ([preset.model] if preset else []))
@@ -569,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     records, skipped = load_records(paths, keep=lambda p: _path_matches(p, args.runs, models, benchmarks))
     records = [r for r in records if (not models or r["model"] in models)
                and (not benchmarks or r["benchmark"] in benchmarks)
-               and (preset is None or preset.frames is None or r["frames"] == preset.frames)]  # fmt: skip
+               and (preset is None or _in_preset(r, preset))]  # fmt: skip
     for path, why in skipped:
         print(f"vtc-report: skipped {path}: {why}", file=sys.stderr)
     if not records:
@@ -597,6 +619,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return SKIPPED_EXIT
     return 0
+
+
+def _in_preset(rec: dict, preset) -> bool:
+    """A record belongs to a preset's report when its frames and its row (method or named variant, ratio) are the
+    preset's: runs of other presets in the same results folder stay out of its tables, intervals and figures."""
+    row = (paper.row_key(rec), round(float(rec["retention_ratio"]), 4))
+    return (preset.frames is None or rec["frames"] == preset.frames) and row in set(preset.rows)
 
 
 def _path_matches(path: Path, root: Path, models: set, benchmarks: set) -> bool:
