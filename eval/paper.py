@@ -46,6 +46,7 @@ COLUMN_LABELS = {
     "mvbench": "MVBench",
     "longvideobench": "LongVideoBench",
     "mlvu": "MLVU",
+    "mlvu_present_types": "MLVU (types present)",
     "videomme_overall": "VideoMME",
     "videomme_short": "Short",
     "videomme_medium": "Medium",

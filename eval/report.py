@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import env, paper, plots, record, stats
+from eval import accuracy, env, paper, plots, record, stats
 from eval.tables import (  # noqa: F401  (re-exported: the reporter's formatting API)
     APPROX_MARK,
     DASH,
@@ -41,6 +41,8 @@ RANDOM_NOTE = (
     f"{RANDOM_MARK} RANDOM WEIGHTS: these rows come from random-weight models (`random_weights: true`); "
     "their accuracy is meaningless and only shows that the pipeline runs."
 )
+MLVU_TYPES = accuracy.MLVU_TYPES
+MLVU_PRESENT = "mlvu_present_types"  # MLVU's mean over the task types a limited run evaluated
 GROUP = ["model_key", "frames"]
 ROW = ["method", "retention_ratio"]
 LATENCY_PARTS = ("vision_encoder", "compression", "prefill", "decode")
@@ -175,6 +177,9 @@ def run_row(rec: dict) -> dict:
     }
     for part in (*LATENCY_PARTS, "llm_generation", "preprocess"):
         row[f"lat_{part}"] = _get(eff, "latency_s", part)
+    if kind == "mlvu" and (acc.get("types_present") or MLVU_TYPES) < MLVU_TYPES:  # lmms-eval divides by all 7
+        row[MLVU_PRESENT] = _get(acc, "headline_present_types")
+        row["mlvu_types_present"] = int(acc["types_present"])
     if kind == "videomme":
         breakdown = {str(k).lower(): v for k, v in (acc.get("breakdown") or {}).items()}
         for part in ("short", "medium", "long"):
@@ -187,7 +192,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
     if not records:
         raise ValueError("no run records to report")
     frame = pd.DataFrame([run_row(r) for r in records])
-    for col in (*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS):
+    for col in (*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS, MLVU_PRESENT, "mlvu_types_present"):
         if col not in frame:
             frame[col] = math.nan
     return frame
@@ -219,7 +224,7 @@ def aggregate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_wide(agg: pd.DataFrame) -> pd.DataFrame:
     """One row per (model_key, frames, method, ratio) with the accuracy columns (NaN where not run)."""
-    cols = [*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS]
+    cols = [c for c in (*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS, MLVU_PRESENT, "mlvu_types_present") if c in agg]
     wide = agg.groupby([*GROUP, *ROW])[cols].max(min_count=1)  # each column comes from one benchmark kind
     flags = agg.groupby([*GROUP, *ROW]).agg(
         random_weights=("random_weights", "any"), approximation=("approximation", "first"), n_seeds=("n_seeds", "max")
@@ -281,7 +286,8 @@ def accuracy_table(wide: pd.DataFrame, group: tuple, rows: list[Row], methods: p
     """The paper's accuracy table for one (model_key, frames) group."""
     model_key, frames = group
     sub = wide[(wide["model_key"] == model_key) & (wide["frames"] == frames)].set_index(ROW)
-    extra = [c for c in paper.EXTRA_COLUMNS if c in sub and sub[c].notna().any()]  # Table 3's, where run
+    # Table 3's and MLVU over the types present, where run (outside Avg. and Rel.)
+    extra = [c for c in (*paper.EXTRA_COLUMNS, MLVU_PRESENT) if c in sub and sub[c].notna().any()]
     cols = [*paper.ACCURACY_COLUMNS, *extra]
     vanilla = sub.loc[("none", 1.0)] if ("none", 1.0) in sub.index else None
     data, display, approx = [], [], {}
@@ -308,6 +314,11 @@ def accuracy_table(wide: pd.DataFrame, group: tuple, rows: list[Row], methods: p
             f"Avg. and Rel. average only the columns present ({', '.join(map(str, counts))} of {len(paper.ACCURACY_COLUMNS)}); "
             "the paper averages all seven (VideoMME overall, short, medium and long each count once)."
         )
+    if MLVU_PRESENT in extra:
+        k = sorted({int(n) for n in sub["mlvu_types_present"].dropna()})
+        notes.append(f"MLVU is lmms-eval's headline, which divides by all {MLVU_TYPES} task types even when `limit` left "
+                     f"some out (they count 0); {paper.COLUMN_LABELS[MLVU_PRESENT]} averages the {'/'.join(map(str, k))} "
+                     "types evaluated (eval/accuracy.py).")
     if vanilla is None:
         notes.append("No vanilla (method none, ratio 100%) run for this model: Rel. is not computed.")
     elif (data["n_columns"] > 0).any() and data.loc[data["n_columns"] > 0, "avg_relative_pct"].isna().any():
