@@ -130,3 +130,18 @@ def test_mvbench_data0613_fallback_is_dead_and_the_check_names_the_move(tmp_path
     assert got == [str(root / "clevrer" / "video_validation" / "v1.mp4")] and not os.path.exists(got[0])
     fixes = hubdata.mvbench_data0613(root)
     assert len(fixes) == 1 and f"mv {old} {root / 'clevrer' / 'video_validation'}" in fixes[0]
+
+
+def test_no_project_task_shadows_a_builtin_one():
+    # lmms-eval lets a built-in task win over a local one of the same name: the project's tiny tasks must never
+    # define (or replace) a name of the installed lmms-eval task tree
+    import re
+
+    import lmms_eval
+
+    name = re.compile(r"^(?:task|group):\s*([A-Za-z0-9_.-]+)\s*$", re.M)
+    builtin_root = Path(lmms_eval.__file__).parent / "tasks"
+    builtin = {n for p in builtin_root.rglob("*.yaml") for n in name.findall(p.read_text(errors="ignore"))}
+    ours = {n for p in (ROOT / "eval" / "tasks").rglob("*.yaml") for n in name.findall(p.read_text())}
+    assert {"mvbench", "videomme", "mlvu_dev"} <= builtin and len(ours) >= 8
+    assert not ours & builtin, sorted(ours & builtin)

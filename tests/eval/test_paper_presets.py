@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from eval import paper
+from eval import paper, presets
 
 ROOT = Path(__file__).resolve().parents[2]
-PAPER_PRESETS = {n: paper.load_preset("experiment", n) for n in paper.preset_names("experiment")}
+PAPER_PRESETS = {n: presets.load_preset("experiment", n) for n in presets.preset_names("experiment")}
 PAPER_PRESETS = {n: p for n, p in PAPER_PRESETS.items() if p.paper_table}
 
 
@@ -30,7 +30,7 @@ def test_every_table_id_has_a_preset_a_tiny_counterpart_and_a_make_target():
         assert re.search(rf"^table-{name}: ## ", makefile, re.M), f"make help does not list table-{name}"
         if name in ("llava_ov_7b", "llava_video_7b", "efficiency_llava_ov_7b") or name.startswith("qwen3"):
             continue  # the presets that predate this issue share conf/experiment/tiny.yaml
-        tiny = paper.load_preset("experiment", f"tiny_{name}")
+        tiny = presets.load_preset("experiment", f"tiny_{name}")
         assert tiny.rows == preset.rows and not tiny.requires_gpu, name
 
 
@@ -39,12 +39,12 @@ def test_variant_rows_are_distinct_method_hyper_parameters():
         keys = [m for m, _ in preset.rows]
         over = [(paper.base_method(k), tuple(sorted(map(str, paper.variant_overrides(k).items())))) for k in keys]
         assert len(set(zip(over, [r for _, r in preset.rows]))) == len(keys), name
-    commands, skipped = paper.sweep_commands(PAPER_PRESETS["ablation_score_weighting"])
+    commands, skipped = presets.sweep_commands(PAPER_PRESETS["ablation_score_weighting"])
     assert not skipped
     flat = [" ".join(c) for c in commands]
     assert any("method=vidcom2" in c and "method.score_weights=[1.0,2.0]" in c for c in flat)
     assert sum("method=vidcom2" in c for c in flat) == 5
-    fca = [" ".join(c) for c in paper.sweep_commands(PAPER_PRESETS["fca_on_other_methods"])[0]]
+    fca = [" ".join(c) for c in presets.sweep_commands(PAPER_PRESETS["fca_on_other_methods"])[0]]
     assert any("method=sparsevlm" in c and "method.budget=fca" in c and "method.recycle=false" in c for c in fca)
 
 

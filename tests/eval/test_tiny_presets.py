@@ -14,15 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eval import paper, report
+from eval import paper, presets, report
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [n for n in paper.preset_names("experiment") if n.startswith("tiny")]
+TINY = [n for n in presets.preset_names("experiment") if n.startswith("tiny")]
 
 
 def _published(preset) -> pd.DataFrame:
-    return paper.published_for(paper.load_published(), preset)
+    return presets.published_for(paper.load_published(), preset)
 
 
 def _is_figure(preset) -> bool:
@@ -40,21 +40,21 @@ def ran(tmp_path_factory):
     # the checkpoints `make` and the other end-to-end tests build (kept when present, as make_tiny_models.py does)
     common = (f"cache_dir={ROOT / '.cache'}", f"tiny_data={root / 'videos'}", f"results_dir={root / 'runs'}",
               "progress=false", "limit=1")  # fmt: skip
-    presets = {n: paper.load_preset("experiment", n, common) for n in TINY}
-    for path in sorted({Path(p.pretrained) for p in presets.values()}):
+    composed = {n: presets.load_preset("experiment", n, common) for n in TINY}
+    for path in sorted({Path(p.pretrained) for p in composed.values()}):
         if not (path / "tiny_model.json").is_file():
             tiny.save(path.name, path)
     done = {}
-    for name in sorted(TINY, key=lambda n: (presets[n].model, n)):  # one model load per tiny model
-        paths, errors = paper.run_in_process(presets[name])
+    for name in sorted(TINY, key=lambda n: (composed[n].model, n)):  # one model load per tiny model
+        paths, errors = presets.run_in_process(composed[name])
         assert not errors, errors
-        done[name] = (presets[name], paths, paper.runnable(presets[name])[1])
+        done[name] = (composed[name], paths, presets.runnable(composed[name])[1])
     return root, done, common
 
 
 def test_every_preset_has_a_tiny_counterpart_that_stands_in_for_it():
-    real = {n for n in paper.preset_names("experiment") if not n.startswith("tiny")}
-    covered = {r for n in TINY for r in paper.load_preset("experiment", n).stands_in_for}
+    real = {n for n in presets.preset_names("experiment") if not n.startswith("tiny")}
+    covered = {r for n in TINY for r in presets.load_preset("experiment", n).stands_in_for}
     # the Table 2 / Qwen3-VL presets differ from llava_ov_7b only in model and rows: conf/experiment/tiny.yaml
     shared = {"llava_video_7b", "qwen3_vl_8b_32f", "qwen3_vl_8b_64f", "qwen3_vl_32b", "qwen3_vl_30b_a3b"}
     assert covered <= real and real - covered == shared
@@ -64,7 +64,7 @@ def test_every_preset_has_a_tiny_counterpart_that_stands_in_for_it():
 def test_tiny_preset_runs_end_to_end(ran, name):
     root, done, common = ran
     preset, paths, skipped = done[name]
-    runnable = paper.runnable(preset)[0]
+    runnable = presets.runnable(preset)[0]
     n_runs = sum(len(rs) for rs in runnable.values()) * len(preset.benchmarks) * len(preset.seeds)
     assert len(paths) == len(set(paths)) == n_runs and all(p.is_file() for p in paths)
     out, plots = root / "tables" / name, root / "plots" / name
