@@ -159,7 +159,8 @@ def prepare(c: dict, w: distributed.World):
     validate.check_checkpoint_family(p.meta["family"], pretrained)
     validate.check_task_files(bench)
     validate.check_generation(bench)
-    sampling.check_limit_mode(bench, c["limit"])
+    if (problem := sampling.limit_mode_problem(bench, c["limit"])) is not None:
+        raise validate.ConfigError(problem)
     validate.check_data(bench)
     validate.check_hub_weights(pretrained, bool(p.meta["random_weights"]))
     return p, mirror, False

@@ -26,17 +26,17 @@ def limit_mode(bench: dict) -> str:
     return bench.get("limit_mode") or "first"
 
 
-def check_limit_mode(bench: dict, limit) -> None:
-    """Refuse an unknown mode, and ``stratified`` without a ``limit`` (it would change nothing), before any load."""
-    from eval.validate import ConfigError
-
+def limit_mode_problem(bench: dict, limit) -> str | None:
+    """The one-line refusal of an unknown mode, or of ``stratified`` without a ``limit`` (it would change nothing);
+    None when the setting is fine. The runner raises it as a configuration error before anything loads."""
     mode = limit_mode(bench)
     if mode not in LIMIT_MODES:
-        raise ConfigError(f"benchmark.limit_mode={mode!r} is not one of {', '.join(LIMIT_MODES)}; use "
-                          "+benchmark.limit_mode=stratified (the first docs of every stratum in turn) or leave it unset")
+        return (f"benchmark.limit_mode={mode!r} is not one of {', '.join(LIMIT_MODES)}; use "
+                "+benchmark.limit_mode=stratified (the first docs of every stratum in turn) or leave it unset")
     if mode == "stratified" and limit is None:
-        raise ConfigError("benchmark.limit_mode='stratified' without a limit selects every doc anyway; set limit=N "
-                          "or drop +benchmark.limit_mode")
+        return ("benchmark.limit_mode='stratified' without a limit selects every doc anyway; set limit=N "
+                "or drop +benchmark.limit_mode")
+    return None
 
 
 def stratified_indices(values: list, limit: int) -> list[int]:

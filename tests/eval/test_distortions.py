@@ -94,17 +94,25 @@ def test_stratified_scope_restricts_the_tasks_lmms_eval_builds(monkeypatch):
     assert len(task.dataset["test"]) == 3
 
 
-def test_limit_mode_is_checked_and_part_of_the_identity():
+def test_limit_mode_is_checked_and_part_of_the_identity(videos, tmp_path):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from eval.runner import plan
+    from eval import distributed
+    from eval.runner import plan, prepare
 
+    assert "limit_mode='every'" in sampling.limit_mode_problem({"limit_mode": "every"}, 5)
+    assert "without a limit" in sampling.limit_mode_problem({"limit_mode": "stratified"}, None)
+    assert sampling.limit_mode_problem({}, None) is None
+    from vidcom2.testing import tiny
+
+    if not (ROOT / ".cache/tiny_models/qwen2_5_vl/tiny_model.json").is_file():  # as scripts/make_tiny_models.py
+        tiny.save("qwen2_5_vl", ROOT / ".cache/tiny_models/qwen2_5_vl")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):  # refused by the runner before any load
+        bad = compose("eval", overrides=["limit=2", "+benchmark.limit_mode=every", "method=none",
+                                         f"cache_dir={ROOT / '.cache'}", f"tiny_data={videos}", f"results_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="limit_mode='every'"):
-        sampling.check_limit_mode({"limit_mode": "every"}, 5)
-    with pytest.raises(ConfigError, match="without a limit"):
-        sampling.check_limit_mode({"limit_mode": "stratified"}, None)
-    sampling.check_limit_mode({}, None)
+        prepare(OmegaConf.to_container(bad, resolve=True), distributed.world())
     plans = []
     for extra in ([], ["+benchmark.limit_mode=stratified"]):
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
