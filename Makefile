@@ -74,9 +74,9 @@ TINY_ASSETS := $(PY) scripts/make_tiny_models.py >/dev/null && $(PY) scripts/mak
 report: install ## tables (md/csv/tex), comparison with the paper and plots of all records in results/runs (REPORT_ARGS="--experiment tiny")
 	$(PY) -m eval.report $(REPORT_ARGS)
 
-table-%: install ## reproduce a paper table: resumable sweep of conf/experiment/<name>.yaml, its tables and the comparison with the paper (table-tiny: CPU, offline)
+table-%: install ## reproduce a paper table: resumable sweep of conf/experiment/<name>.yaml, its tables and the comparison with the paper (table-tiny*: CPU, offline, one process)
 	@case "$*" in tiny*) $(TINY_ASSETS);; esac
-	$(if $(filter tiny%,$*),$(OFFLINE)) $(PY) -m eval.paper experiment $* $(OVERRIDES)
+	$(if $(filter tiny%,$*),$(OFFLINE)) $(PY) -m eval.presets experiment $* $(if $(filter tiny%,$*),--in-process) $(OVERRIDES)
 	$(PY) -m eval.report --experiment $*
 
 # One line per table/figure of the paper (recipe: the table-% rule above; docs/reporting.md lists the GPU hours).
@@ -98,7 +98,7 @@ table-qwen3_vl_30b_a3b: ## post-paper Qwen3-VL-30B-A3B table (acc_qwen3vl_30b_a3
 
 sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yaml (resumable; OVERRIDES="hydra/launcher=slurm_gpu ..."), then its report
 	@case "$(SWEEP)" in tiny*) $(TINY_ASSETS);; esac
-	$(PY) -m eval.paper sweep $(SWEEP) --check $(OVERRIDES)
+	$(PY) -m eval.presets sweep $(SWEEP) --check $(OVERRIDES)
 	$(if $(filter tiny%,$(SWEEP)),$(OFFLINE)) $(PY) -m eval.run -m +sweep=$(SWEEP) $(OVERRIDES)
 	$(PY) -m eval.report --sweep $(SWEEP)
 

@@ -11,7 +11,11 @@ Returns the record's ``accuracy`` block ``{metric, headline, breakdown, unparsab
 - LongVideoBench: ``lvb_acc`` (a fraction) times 100; breakdown per duration group (15/60/600/3600 s) from the
   samples. lmms-eval replaces an unparsable answer with a random letter; ``unparsable`` counts answers without any
   option letter, i.e. the ones that went to that random draw.
-- MLVU (dev): headline = lmms-eval's mean over the 7 task types; breakdown per task type.
+- MLVU (dev): headline = lmms-eval's mean over the 7 task types; breakdown per task type. lmms-eval's aggregation
+  (``mlvu_aggregate_results_dev``) divides the sum of the per-type accuracies by all 7 types even when a ``limit``
+  leaves some out (an absent type counts 0%: ``limit=5`` on the type-sorted dev split is one type, headline <= 14.3),
+  so the block also carries ``types_present`` and ``headline_present_types``, the mean over the types present,
+  which the reporter shows, labelled, where fewer than 7 were evaluated.
 - EgoSchema (public subset, ``egoschema_subset``): lmms-eval's ``score`` (a fraction) times 100; lmms-eval defines no
   breakdown. ``unparsable`` = answers its parser mapped to no option (index -1, always wrong). The full set is
   submission-only (no public answers) and is never summarised here.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+MLVU_TYPES = 7  # lmms-eval 0.7.3 mlvu/utils.py TASK_TYPES: the denominator of its headline
 _LETTER = re.compile(r"(?:^|[^A-Za-z])([A-E])(?:$|[^A-Za-z])")
 
 METRICS = {
@@ -102,6 +107,8 @@ def summarise(kind: str, results: dict, tasks: list[str]) -> dict:
         breakdown = {t: _pct(sum(v), len(v)) for t, v in sorted(types.items())}
         headline = float(res[leaves[0]][f"{metric},none"]) if len(leaves) == 1 else sum(breakdown.values()) / len(breakdown)
         unparsable = sum(s[metric]["pred_answer"] in ("", None) for s in all_samples)
+        return {"metric": metric, "headline": headline, "breakdown": breakdown, "unparsable": int(unparsable),
+                "types_present": len(breakdown), "headline_present_types": sum(breakdown.values()) / len(breakdown)}
 
     return {"metric": metric, "headline": headline, "breakdown": breakdown, "unparsable": int(unparsable)}
 

@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     n = sum(len(t.eval_docs) for t in tasks.values())
     if bad:
         print(f"[check] {name}: {len(bad)} of {n} docs have no readable video, e.g.\n  " + "\n  ".join(bad[:5]), file=sys.stderr)
+        if bench["kind"] == "mvbench":  # videos left under data0613/ (lmms-eval's fallback never runs)
+            for fix in hubdata.mvbench_data0613(home / bench["media_dir"]):
+                print(f"[check] {fix}", file=sys.stderr)
         return 1
     print(f"[check] {name}: all {n} docs of {len(tasks)} task(s) resolve to a decodable video under {home}")
     return 0

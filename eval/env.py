@@ -8,6 +8,7 @@ installed, unless the venv was changed by hand: then the two hashes tell differe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -44,7 +45,13 @@ def versions() -> dict[str, str | None]:
 
 
 def distributions() -> dict[str, str]:
-    """Every installed distribution, ``{normalised name: version}`` sorted by name."""
+    """Every installed distribution, ``{normalised name: version}`` sorted by name (read once per process: parsing
+    ~250 METADATA files took ~0.5 s per run of an in-process sweep)."""
+    return dict(_distributions())
+
+
+@functools.cache
+def _distributions() -> dict[str, str]:
     out = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]

@@ -10,6 +10,7 @@ the harness's tiny tasks as ``include_path`` (unique ``tiny_*`` names: built-in 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,12 +18,15 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 
 def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, seed: int, offline: bool,
-              main: bool = True, max_new_tokens: int | None = None) -> dict | None:
+              main: bool = True, max_new_tokens: int | None = None, stratify: str | None = None) -> dict | None:
     """``simple_evaluate`` on ``tasks`` with the model instance ``lm``; returns lmms-eval's result dict.
 
     ``max_new_tokens`` (the benchmark config's key; None = each task's own setting) caps generation through
     lmms-eval's ``gen_kwargs``, merged into every task's ``generation_kwargs`` (a task YAML without a cap, such as
     PerceptionTest's, otherwise lets a model that never emits EOS generate 1024 tokens per question).
+
+    ``stratify`` (a benchmark kind; ``benchmark.limit_mode=stratified``): ``limit`` takes documents from every stratum
+    of each task in turn instead of the first N (:mod:`eval.sampling`).
 
     Under a data-parallel launch lmms-eval returns the gathered result on rank 0 only: the other ranks
     (``main=False``) get ``None``.
@@ -47,7 +51,24 @@ def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, see
     unknown = [t for t in tasks if t not in tm.all_tasks]
     if unknown:
         raise ValueError(f"lmms-eval does not know task(s) {unknown}; the tiny tasks live in {TASKS_DIR}")
-    results = simple_evaluate(
+    from eval import sampling
+
+    scope = sampling.stratified(stratify, limit) if stratify and limit else contextlib.nullcontext()
+    with scope:
+        results = _evaluate(simple_evaluate, lm, tasks, tm, limit=limit, seed=seed, max_new_tokens=max_new_tokens)
+    if not main:
+        return None
+    if not results or not results.get("results"):
+        raise RuntimeError(f"lmms-eval returned no results for {tasks}")
+    samples = results.get("samples") or {}
+    empty = [t for t, s in samples.items() if not s]
+    if not samples or empty:
+        raise RuntimeError(f"lmms-eval produced no samples for {empty or tasks}")
+    return results
+
+
+def _evaluate(simple_evaluate, lm, tasks, tm, *, limit, seed, max_new_tokens):
+    return simple_evaluate(
         model=lm,
         tasks=list(tasks),
         limit=limit,
@@ -61,12 +82,3 @@ def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, see
         process_docs_parallel=1,
         verbosity="WARNING",
     )
-    if not main:
-        return None
-    if not results or not results.get("results"):
-        raise RuntimeError(f"lmms-eval returned no results for {tasks}")
-    samples = results.get("samples") or {}
-    empty = [t for t, s in samples.items() if not s]
-    if not samples or empty:
-        raise RuntimeError(f"lmms-eval produced no samples for {empty or tasks}")
-    return results

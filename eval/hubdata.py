@@ -189,3 +189,26 @@ def human(n: int | None) -> str:
             return f"~{n:.0f} {unit}" if unit == "B" else f"~{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+# MVBench's dead ``data0613`` fallback (lmms-eval 0.7.3 ``mvbench/utils.py`` ``mvbench_doc_to_visual``): when
+# ``<cache>/<folder>/<video>`` is missing it would try ``<cache>/data0613/<folder>/<video>``, but only when
+# ``os.path.basename(folder)`` is "clevrer" or "star"; the folders are "clevrer/video_validation" and
+# "star/Charades_segment", whose basenames never are, so the fallback never runs. An unpack that left the CLEVRER /
+# STAR videos under ``data0613/`` (as older MVBench archives did) is not found: lmms-eval only logs an error and
+# returns the missing path, and the run's pre-load video probe refuses it. :func:`mvbench_data0613` names the fix.
+MVBENCH_FALLBACK_PREFIX = "data0613"
+
+
+def mvbench_data0613(video_root: Path) -> list[str]:
+    """One fix per MVBench video folder found only under ``<video_root>/data0613/`` (``video_root`` =
+    ``$HF_HOME/mvbench_video``), which lmms-eval 0.7.3 never reads (see above)."""
+    from eval.tinyhub.specs import MVBENCH_FOLDERS
+
+    fixes = []
+    for folder in sorted(set(MVBENCH_FOLDERS.values())):
+        old, new = video_root / MVBENCH_FALLBACK_PREFIX / folder, video_root / folder
+        if old.is_dir() and not new.exists():
+            fixes.append(f"{old} holds MVBench videos lmms-eval 0.7.3 never reads (its data0613 fallback is dead): "
+                         f"move it to {new} (mkdir -p {new.parent} && mv {old} {new})")
+    return fixes

@@ -1,4 +1,6 @@
-"""The VidCom2 paper's published numbers, its method names, and its two averaging rules.
+"""The VidCom2 paper's published numbers, its method names and ablation variants, and its two averaging rules.
+
+The table presets and sweep commands that run them live in :mod:`eval.presets`.
 
 Source: ``results/paper/paper_results.csv`` (the five tables of the VidCom2 project page, arXiv 2505.14454) and
 ``results/paper/methods.csv`` (paper method name -> registry name -> display label).
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +47,7 @@ COLUMN_LABELS = {
     "mvbench": "MVBench",
     "longvideobench": "LongVideoBench",
     "mlvu": "MLVU",
+    "mlvu_present_types": "MLVU (types present)",
     "videomme_overall": "VideoMME",
     "videomme_short": "Short",
     "videomme_medium": "Medium",
@@ -201,17 +203,6 @@ def load_published(path: Path | None = None, methods: pd.DataFrame | None = None
     return frame
 
 
-def published_for(published: pd.DataFrame, preset=None) -> pd.DataFrame:
-    """The published rows a report compares with: all of them, or only the preset's ``paper_table`` (its table id
-    is then given the ``acc_`` prefix the accuracy comparison selects on, so ablation tables compare too)."""
-    table = getattr(preset, "paper_table", None)
-    if not table:
-        return published
-    out = published[published["table"] == table].copy()
-    out["table"] = table if table.startswith("acc_") else f"acc_{table}"
-    return out
-
-
 def average_score(scores: Mapping[str, float], columns: tuple[str, ...] = ACCURACY_COLUMNS) -> float | None:
     """Mean of the accuracy columns present in ``scores`` (the paper's "Avg."); None if none is present."""
     values = [float(scores[c]) for c in columns if _present(scores.get(c))]
@@ -234,223 +225,5 @@ def relative_accuracy(
     return sum(ratios) / len(ratios) if ratios else None
 
 
-def implemented_methods() -> set[str]:
-    """Registry names this project implements (``vidcom2.list_methods()``)."""
-    import vidcom2
-
-    return set(vidcom2.list_methods())
-
-
 def _present(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-# ------------------------------------------------------------------------------------------------ presets
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-PRESET_KINDS = ("experiment", "sweep")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A table preset (``conf/experiment/<name>.yaml``) or a sweep (``conf/sweep/<name>.yaml``), composed.
-
-    rows: (registry method, retention ratio) in table order, vanilla ``("none", 1.0)`` first; each becomes one
-    Hydra multirun over ``benchmarks`` x ``seeds`` (see :func:`sweep_commands`).
-    """
-
-    kind: str
-    name: str
-    model: str
-    family: str
-    frames: int
-    benchmarks: tuple[str, ...]
-    rows: tuple[tuple[str, float], ...]
-    seeds: tuple[int, ...]
-    requires_gpu: bool
-    paper_table: str | None
-    extra: tuple[str, ...] = ()
-    pretrained: str | None = None  # the model's checkpoint (resolved), for the pre-load checks of row_status
-
-
-def preset_names(kind: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / kind).glob("*.yaml"))
-
-
-def load_preset(kind: str, name: str, overrides: tuple[str, ...] = ()) -> Preset:
-    """Compose ``conf/eval.yaml`` with ``+<kind>=<name>`` (and ``overrides``) and read its grid.
-
-    The grid comes from the ``table`` block: ``benchmarks`` (conf ids), either ``rows`` (method -> list of ratios,
-    in the paper's order) or ``methods`` x ``ratios``, optional ``seeds`` (default [seed]), ``paper_table``,
-    ``requires_gpu`` (default: the model has real weights); or, for plain sweeps, from ``hydra.sweeper.params``
-    (``method`` x ``retention_ratio``, optional ``benchmark`` and ``seed``; default: the composed benchmark).
-    """
-    if kind not in PRESET_KINDS:
-        raise ValueError(f"preset kind must be one of {PRESET_KINDS}, got {kind!r}")
-    if not (CONF_DIR / kind / f"{name}.yaml").is_file():
-        raise FileNotFoundError(
-            f"no preset {CONF_DIR / kind / name}.yaml; available {kind} presets: {', '.join(preset_names(kind))}"
-        )
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        cfg = compose("eval", overrides=[f"+{kind}={name}", *overrides], return_hydra_config=True)
-    table = OmegaConf.to_container(cfg.table, resolve=True) if cfg.get("table") is not None else {}
-    params = {k: [v.strip() for v in str(p).split(",")] for k, p in (cfg.hydra.sweeper.params or {}).items()}
-    if "rows" in table:
-        grid = {m: list(r) for m, r in table["rows"].items()}
-    elif "methods" in table and "ratios" in table:
-        grid = {m: list(table["ratios"]) for m in table["methods"]}
-    elif "method" in params and "retention_ratio" in params:  # a plain Hydra grid (conf/sweep)
-        grid = {m: [float(r) for r in params["retention_ratio"]] for m in params["method"]}
-    else:
-        raise ValueError(
-            f"{kind}/{name}.yaml: give `table.rows` (method: [ratios]), `table.methods` + `table.ratios`, or "
-            "`hydra.sweeper.params` with `method` and `retention_ratio` (see docs/reporting.md)"
-        )
-    benchmarks = table.get("benchmarks") or params.get("benchmark") or [str(cfg.benchmark.name)]
-    seeds = table.get("seeds") or params.get("seed") or [cfg.seed]
-    order = {m: i for i, m in enumerate(grid)}
-    if "rows" not in table:  # a grid has no paper order: use methods.csv's, VidCom2 last as in the paper
-        known = [m for m in load_methods()["method"] if m != "vidcom2"] + ["vidcom2"]
-        order = {m: known.index(m) if m in known else len(known) + i for i, m in enumerate(grid)}
-    pairs = {(m, round(float(r), 4)) for m, ratios in grid.items() if m != "none" for r in ratios}
-    rows = [("none", 1.0)] + sorted(pairs, key=lambda p: (-p[1], order[p[0]]))
-    return Preset(
-        kind=kind,
-        name=name,
-        model=str(cfg.model.name),
-        family=str(cfg.model.family),
-        frames=int(cfg.model.frames),
-        benchmarks=tuple(benchmarks),
-        rows=tuple(rows),
-        seeds=tuple(int(s) for s in seeds),
-        requires_gpu=bool(table.get("requires_gpu", not cfg.model.random_weights)),
-        paper_table=table.get("paper_table"),
-        extra=tuple(overrides),
-        pretrained=str(cfg.model.pretrained),
-    )
-
-
-def row_status(
-    method: str, family: str, pretrained: str | None = None, ratios: tuple[float, ...] = (), overrides: dict | None = None
-) -> str:
-    """"ok", "not implemented" (not registered), "no conf/method/<name>.yaml" or "not supported by <family>".
-
-    With ``pretrained`` and ``ratios``, also the checks ``eval.run`` makes before loading (``eval.validate``), with
-    the method's own conf/method defaults: e.g. in-LLM pruning layers beyond a tiny checkpoint's depth give "not
-    supported by the 4-layer LLM with conf/method/<name>.yaml" instead of a failed run.
-    """
-    if method not in implemented_methods():
-        return "not implemented"
-    if not (CONF_DIR / "method" / f"{method}.yaml").is_file():
-        return f"no conf/method/{method}.yaml"
-    try:
-        import vidcom2.compress as compress
-    except ImportError:
-        return "ok"
-    check = getattr(compress, "check_supported", None)
-    if check is not None:
-        try:
-            check(family, method)
-        except (ValueError, NotImplementedError, KeyError):
-            return f"not supported by {family}"
-    if pretrained is not None:
-        import yaml
-
-        from eval import validate
-
-        try:
-            conf = {**yaml.safe_load((CONF_DIR / "method" / f"{method}.yaml").read_text()), **(overrides or {})}
-            hparams = validate.method_hparams(conf, None)
-            for ratio in ratios:
-                validate.check_compatible(family, method, None, hparams, ratio, pretrained)
-        except validate.ConfigError:
-            depth = validate.llm_depth(pretrained)
-            model = f"the {depth}-layer LLM" if depth else pretrained
-            return f"not supported by {model} with conf/method/{method}.yaml"
-    return "ok"
-
-
-def sweep_commands(preset: Preset, python: str = "python") -> tuple[list[list[str]], list[str]]:
-    """One Hydra multirun per runnable method (its ratios x benchmarks x seeds); messages for skipped rows.
-
-    Rows with a status other than "ok" are not run (they stay in the tables as labelled rows). Every command is
-    resumable: ``eval.run`` skips a run whose record exists.
-    """
-    ratios: dict[str, list[float]] = {}
-    for method, ratio in preset.rows:
-        ratios.setdefault(method, []).append(ratio)
-    commands, skipped = [], []
-    for method, rs in ratios.items():
-        over = [f"method.{k}={_hydra_value(v)}" for k, v in variant_overrides(method).items()]
-        status = row_status(base_method(method), preset.family, preset.pretrained, tuple(rs), variant_overrides(method))
-        if status != "ok":
-            skipped.append(f"{method} at {', '.join(f'{r:g}' for r in rs)}: {status} (kept as a row in the tables)")
-            continue
-        commands.append([
-            python, "-m", "eval.run", "-m", f"+{preset.kind}={preset.name}", f"method={base_method(method)}",
-            f"retention_ratio={','.join(f'{r:g}' for r in rs)}", f"benchmark={','.join(preset.benchmarks)}",
-            f"seed={','.join(map(str, preset.seeds))}", *over, *preset.extra,
-        ])  # fmt: skip
-    return commands, skipped
-
-
-def _hydra_value(value) -> str:
-    """A Hydra override value: lists as ``[a,b]``, booleans ``true``/``false``."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
-    return str(value)
-
-
-def check_device(preset: Preset) -> None:
-    """Stop before anything loads when a real-weight preset has no CUDA device."""
-    if not preset.requires_gpu:
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise SystemExit(
-            f"{preset.kind} {preset.name!r} evaluates {preset.model} (real weights) and needs a CUDA GPU, but "
-            "torch.cuda.is_available() is False. Nothing was loaded or downloaded. Run it on a GPU machine, or try "
-            "the CPU-sized preset: make table-tiny."
-        )
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import subprocess
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m eval.paper", description="Run a table or sweep preset.")
-    parser.add_argument("kind", choices=PRESET_KINDS)
-    parser.add_argument("name")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. limit=10)")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    parser.add_argument("--check", action="store_true", help="only compose the preset and check the device")
-    args = parser.parse_intermixed_args(argv)  # flags may come after the overrides
-    preset = load_preset(args.kind, args.name, tuple(args.overrides))
-    if not args.dry_run:
-        check_device(preset)
-    if args.check:
-        print(f"[{preset.name}] {preset.model}, {len(preset.rows)} rows x {len(preset.benchmarks)} benchmark(s): ok")
-        return 0
-    commands, skipped = sweep_commands(preset, sys.executable)
-    for line in skipped:
-        print(f"[{preset.name}] skip {line}")
-    failed = []
-    for cmd in commands:
-        print(f"[{preset.name}] $ {' '.join(cmd[1:]) if not args.dry_run else ' '.join(['python', *cmd[1:]])}")
-        if not args.dry_run and subprocess.run(cmd).returncode != 0:
-            failed.append(cmd[5])
-    if failed:
-        print(f"[{preset.name}] FAILED: {', '.join(failed)}; rerun the same command to resume", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

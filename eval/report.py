@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import env, paper, plots, record, stats
+from eval import accuracy, compare, env, paper, plots, presets, record, stats
 from eval.tables import (  # noqa: F401  (re-exported: the reporter's formatting API)
     APPROX_MARK,
     DASH,
@@ -41,6 +41,8 @@ RANDOM_NOTE = (
     f"{RANDOM_MARK} RANDOM WEIGHTS: these rows come from random-weight models (`random_weights: true`); "
     "their accuracy is meaningless and only shows that the pipeline runs."
 )
+MLVU_TYPES = accuracy.MLVU_TYPES
+MLVU_PRESENT = "mlvu_present_types"  # MLVU's mean over the task types a limited run evaluated
 GROUP = ["model_key", "frames"]
 ROW = ["method", "retention_ratio"]
 LATENCY_PARTS = ("vision_encoder", "compression", "prefill", "decode")
@@ -175,6 +177,9 @@ def run_row(rec: dict) -> dict:
     }
     for part in (*LATENCY_PARTS, "llm_generation", "preprocess"):
         row[f"lat_{part}"] = _get(eff, "latency_s", part)
+    if kind == "mlvu" and (acc.get("types_present") or MLVU_TYPES) < MLVU_TYPES:  # lmms-eval divides by all 7
+        row[MLVU_PRESENT] = _get(acc, "headline_present_types")
+        row["mlvu_types_present"] = int(acc["types_present"])
     if kind == "videomme":
         breakdown = {str(k).lower(): v for k, v in (acc.get("breakdown") or {}).items()}
         for part in ("short", "medium", "long"):
@@ -187,7 +192,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
     if not records:
         raise ValueError("no run records to report")
     frame = pd.DataFrame([run_row(r) for r in records])
-    for col in (*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS):
+    for col in (*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS, MLVU_PRESENT, "mlvu_types_present"):
         if col not in frame:
             frame[col] = math.nan
     return frame
@@ -219,7 +224,7 @@ def aggregate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_wide(agg: pd.DataFrame) -> pd.DataFrame:
     """One row per (model_key, frames, method, ratio) with the accuracy columns (NaN where not run)."""
-    cols = [*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS]
+    cols = [c for c in (*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS, MLVU_PRESENT, "mlvu_types_present") if c in agg]
     wide = agg.groupby([*GROUP, *ROW])[cols].max(min_count=1)  # each column comes from one benchmark kind
     flags = agg.groupby([*GROUP, *ROW]).agg(
         random_weights=("random_weights", "any"), approximation=("approximation", "first"), n_seeds=("n_seeds", "max")
@@ -280,8 +285,9 @@ def _common_notes(flags: pd.DataFrame, approx: dict[str, str], methods: pd.DataF
 def accuracy_table(wide: pd.DataFrame, group: tuple, rows: list[Row], methods: pd.DataFrame) -> Table:
     """The paper's accuracy table for one (model_key, frames) group."""
     model_key, frames = group
-    sub = wide[(wide["model_key"] == model_key) & (wide["frames"] == frames)].set_index(ROW)
-    extra = [c for c in paper.EXTRA_COLUMNS if c in sub and sub[c].notna().any()]  # Table 3's, where run
+    sub = in_group(wide, model_key, frames).set_index(ROW)
+    # Table 3's and MLVU over the types present, where run (outside Avg. and Rel.)
+    extra = [c for c in (*paper.EXTRA_COLUMNS, MLVU_PRESENT) if c in sub and sub[c].notna().any()]
     cols = [*paper.ACCURACY_COLUMNS, *extra]
     vanilla = sub.loc[("none", 1.0)] if ("none", 1.0) in sub.index else None
     data, display, approx = [], [], {}
@@ -308,6 +314,11 @@ def accuracy_table(wide: pd.DataFrame, group: tuple, rows: list[Row], methods: p
             f"Avg. and Rel. average only the columns present ({', '.join(map(str, counts))} of {len(paper.ACCURACY_COLUMNS)}); "
             "the paper averages all seven (VideoMME overall, short, medium and long each count once)."
         )
+    if MLVU_PRESENT in extra:
+        k = sorted({int(n) for n in sub["mlvu_types_present"].dropna()})
+        notes.append(f"MLVU is lmms-eval's headline, which divides by all {MLVU_TYPES} task types even when `limit` left "
+                     f"some out (they count 0); {paper.COLUMN_LABELS[MLVU_PRESENT]} averages the {'/'.join(map(str, k))} "
+                     "types evaluated (eval/accuracy.py).")
     if vanilla is None:
         notes.append("No vanilla (method none, ratio 100%) run for this model: Rel. is not computed.")
     elif (data["n_columns"] > 0).any() and data.loc[data["n_columns"] > 0, "avg_relative_pct"].isna().any():
@@ -338,7 +349,7 @@ def efficiency_table(agg: pd.DataFrame, group: tuple, rows: list[Row], methods: 
     summed over the benchmark's samples (per-sample mean x n); total = the run's wall time.
     """
     model_key, frames, benchmark = group
-    sub = agg[(agg["model_key"] == model_key) & (agg["frames"] == frames) & (agg["benchmark"] == benchmark)]
+    sub = in_group(agg, model_key, frames, benchmark)
     sub = sub.set_index(ROW)
     vanilla = sub.loc[("none", 1.0)] if ("none", 1.0) in sub.index else None
     data, display, approx = [], [], {}
@@ -376,86 +387,6 @@ def efficiency_table(agg: pd.DataFrame, group: tuple, rows: list[Row], methods: 
     return Table(title, pd.DataFrame(data), pd.DataFrame(display), notes)
 
 
-# ----------------------------------------------------------------------------------------------- vs paper
-
-
-def _paper_subset(published: pd.DataFrame, model_key: str, frames: int, prefix: str) -> pd.DataFrame:
-    """Published rows of one model whose frames match (or are unstated, as for Qwen3-VL-32B / 30B-A3B)."""
-    pub = published[published["table"].str.startswith(prefix) & (published["model"] == model_key)]
-    return pub[pub["frames"].isna() | (pub["frames"] == frames)]
-
-
-def vs_paper_table(acc: Table, published: pd.DataFrame, methods: pd.DataFrame) -> Table | None:
-    """Cell by cell: ours / paper (Δ = ours − paper), for one accuracy table; None if the paper lacks the model."""
-    model_key, frames = acc.data["model_key"].iloc[0], acc.data["frames"].iloc[0]
-    pub = _paper_subset(published, model_key, frames, "acc_")
-    if pub.empty:
-        return None
-    pub = pub.pivot_table(index=ROW, columns="metric", values="value", aggfunc="first")
-    metrics = [*paper.ACCURACY_COLUMNS, *paper.EXTRA_COLUMNS, "avg_score", "avg_relative_pct"]
-    rows = acc.data.set_index(ROW)
-    union = pd.DataFrame(list(rows.index) + [k for k in pub.index if k not in rows.index], columns=ROW)
-    keys = [(r.method, r.retention_ratio) for r in default_rows(union, methods)]
-    data, display = [], []
-    for method, ratio in keys:
-        ours = rows.loc[(method, ratio)] if (method, ratio) in rows.index else pd.Series(dtype=object)
-        theirs = pub.loc[(method, ratio)] if (method, ratio) in pub.index else pd.Series(dtype=float)
-        shown = {"Method": paper.method_label(method, methods) + ("" if ours.get("status", "ok") == "ok"
-                                                                  else f" ({ours['status']})"),
-                 "Ratio": fmt_ratio(ratio)}  # fmt: skip
-        for metric in metrics:
-            a, b = ours.get(metric), theirs.get(metric)
-            delta = math.nan if a is None or b is None or pd.isna(a) or pd.isna(b) else float(a) - float(b)
-            data.append({"model_key": model_key, "frames": frames, "method": method, "retention_ratio": ratio,
-                         "metric": metric, "ours": a, "paper": b, "delta": delta})  # fmt: skip
-            if metric == "avg_score" and theirs.get(metric) is None:
-                continue  # the paper prints Avg. only in the Qwen3-VL-30B-A3B table
-            cell = DASH if (a is None or pd.isna(a)) and (b is None or pd.isna(b)) else f"{fmt(a)} / {fmt(b)}"
-            shown[paper.COLUMN_LABELS[metric]] = cell + fmt_delta(delta)
-        display.append(shown)
-    notes = [n for n in acc.notes if n.startswith((RANDOM_MARK, APPROX_MARK))]
-    notes.append("Cells: ours / paper (Δ = ours − paper). Paper: results/paper/paper_results.csv.")
-    if pub.index.size and _paper_subset(published, model_key, frames, "acc_")["frames"].isna().all():
-        notes.append("The paper does not state the frame count for this model; compared regardless.")
-    title = f"vs paper — {model_key}, {frames} frames"
-    return Table(title, pd.DataFrame(data), pd.DataFrame(display).fillna(DASH), notes)
-
-
-def efficiency_vs_paper_table(eff: Table, published: pd.DataFrame, methods: pd.DataFrame) -> Table | None:
-    """Changes vs vanilla, ours against the paper's (absolute times depend on the hardware, changes less)."""
-    model_key, frames = eff.data["model_key"].iloc[0], eff.data["frames"].iloc[0]
-    pub = _paper_subset(published, model_key, frames, "efficiency_")
-    if pub.empty:
-        return None
-    pub = pub.pivot_table(index=ROW, columns="metric", values="value", aggfunc="first")
-    base = pub.loc[("none", 1.0)] if ("none", 1.0) in pub.index else None
-    ours = eff.data.set_index(ROW)
-    data, display = [], []
-    for (method, ratio), row in ours.iterrows():
-        theirs = pub.loc[(method, ratio)] if (method, ratio) in pub.index else pd.Series(dtype=float)
-        shown = {"Method": paper.method_label(method, methods), "Ratio": fmt_ratio(ratio)}
-        for paper_metric, (col, header) in paper.EFFICIENCY_METRICS.items():
-            if paper_metric == "mvbench_accuracy" or col not in ours.columns or paper_metric not in pub.columns:
-                continue
-            mine = row.get(f"{col}_change_pct")
-            published_change = math.nan if base is None else pct_change(theirs.get(paper_metric), base.get(paper_metric))
-            data.append({"model_key": model_key, "frames": frames, "method": method, "retention_ratio": ratio,
-                         "metric": col, "ours_change_pct": mine, "paper_change_pct": published_change})  # fmt: skip
-            shown[f"Δ {header.split(' (')[0]}"] = (
-                DASH if method == "none" else f"{fmt_change(mine)} / {fmt_change(published_change)}"
-            )
-        a, b = row.get("accuracy"), theirs.get("mvbench_accuracy")
-        shown["Accuracy"] = f"{fmt(a)} / {fmt(b)}" + ("" if pd.isna(a) or pd.isna(b) else fmt_delta(a - b))
-        display.append(shown)
-    notes = [n for n in eff.notes if n.startswith((RANDOM_MARK, APPROX_MARK))]
-    notes.append("Cells: ours / paper, as change vs each side's own vanilla row (paper: LLaVA-OV-7B, MVBench).")
-    title = f"Efficiency vs paper — {model_key}, {frames} frames"
-    return Table(title, pd.DataFrame(data), pd.DataFrame(display), notes)
-
-
-# -------------------------------------------------------------------------------------------------- writers
-
-
 # ------------------------------------------------------------------------------------------------ the report
 
 
@@ -481,22 +412,19 @@ def build(
     groups = list(dict.fromkeys(zip(wide["model_key"], wide["frames"])))
     acc_tables, eff_tables, vs_tables, eff_vs_tables = [], [], [], []
     for group in groups:
-        in_group = wide[(wide["model_key"] == group[0]) & (wide["frames"] == group[1])]
-        group_rows = rows if rows is not None else default_rows(in_group, methods)
+        group_rows = rows if rows is not None else default_rows(in_group(wide, *group), methods)
         acc_tables.append(accuracy_table(wide, group, group_rows, methods))
-        if published is not None and (vs := vs_paper_table(acc_tables[-1], published, methods)) is not None:
+        if published is not None and (vs := compare.vs_paper_table(acc_tables[-1], published, methods, default_rows)) is not None:
             vs_tables.append(vs)
-        for benchmark in dict.fromkeys(agg.loc[(agg["model_key"] == group[0]) & (agg["frames"] == group[1]),
-                                               "benchmark"]):  # fmt: skip
-            in_bench = agg[(agg["model_key"] == group[0]) & (agg["frames"] == group[1])
-                           & (agg["benchmark"] == benchmark)]  # fmt: skip
+        for benchmark in dict.fromkeys(in_group(agg, *group)["benchmark"]):
+            in_bench = in_group(agg, *group, benchmark)
             if in_bench[[c for c, _, _ in EFFICIENCY_COLUMNS]].isna().all().all():
                 continue  # nothing measured (e.g. accuracy-only records)
             bench_rows = rows if rows is not None else default_rows(in_bench, methods)
             eff_tables.append(efficiency_table(agg, (*group, benchmark), bench_rows, methods))
             kind = in_bench["benchmark_kind"].iloc[0]
             if published is not None and kind == "mvbench":
-                if (evs := efficiency_vs_paper_table(eff_tables[-1], published, methods)) is not None:
+                if (evs := compare.efficiency_vs_paper_table(eff_tables[-1], published, methods)) is not None:
                     eff_vs_tables.append(evs)
             if plots_dir is not None:
                 stem = _slug(f"{group[0]}_{group[1]}f_{benchmark}")
@@ -558,18 +486,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--no-paper", action="store_true", help="skip the comparison with the published numbers")
     parser.add_argument("--quiet", action="store_true", help="do not print the report")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="Hydra override when composing the preset, as given to its runs (e.g. cache_dir=...)")
     args = parser.parse_args(argv)
     preset = None
     if args.experiment or args.sweep:
-        preset = paper.load_preset("sweep" if args.sweep else "experiment", args.sweep or args.experiment)
+        kind = "sweep" if args.sweep else "experiment"
+        preset = presets.load_preset(kind, args.sweep or args.experiment, tuple(args.override))
     name = preset.name if preset else "all"
     paths = find_records(args.runs)
-    models = set(args.model or ([preset.model] if preset else []))
-    benchmarks = set(args.benchmark or (preset.benchmarks if preset else []))
-    records, skipped = load_records(paths, keep=lambda p: _path_matches(p, args.runs, models, benchmarks))
-    records = [r for r in records if (not models or r["model"] in models)
-               and (not benchmarks or r["benchmark"] in benchmarks)
-               and (preset is None or preset.frames is None or r["frames"] == preset.frames)]  # fmt: skip
+    keep = Selection(args.runs, set(args.model or ([preset.model] if preset else [])),
+                     set(args.benchmark or (preset.benchmarks if preset else [])), preset)  # fmt: skip
+    records, skipped = load_records(paths, keep=keep.path)
+    records = [r for r in records if keep.record(r)]
     for path, why in skipped:
         print(f"vtc-report: skipped {path}: {why}", file=sys.stderr)
     if not records:
@@ -581,13 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     if preset is not None:
         # a row with a record ran; one without says why it cannot run, if it cannot
         have = {(paper.row_key(r), round(float(r["retention_ratio"]), 4)) for r in records}
-        rows = [Row(m, r, "ok" if (m, r) in have else paper.row_status(paper.base_method(m), preset.family,
+        rows = [Row(m, r, "ok" if (m, r) in have else presets.row_status(paper.base_method(m), preset.family,
                                                                       preset.pretrained, (r,), paper.variant_overrides(m)))
                 for m, r in preset.rows]
     out = args.out or Path("results/tables") / name
     text = build(
         records, out, None if args.no_plots else (args.plots or Path("results/plots") / name), rows,
-        None if args.no_paper else paper.published_for(paper.load_published(), preset), title=f"Results — {name}",
+        None if args.no_paper else presets.published_for(paper.load_published(), preset), title=f"Results — {name}",
     )  # fmt: skip
     if not args.quiet:
         print(text)
@@ -599,13 +528,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _path_matches(path: Path, root: Path, models: set, benchmarks: set) -> bool:
-    """The filters on the record's path (``<benchmark>/<model>/...`` under ``root``), before it is read; a record
-    outside that layout is read and filtered by its content."""
-    parts = Path(path).relative_to(root).parts
-    if len(parts) < 6:
-        return True
-    return (not benchmarks or parts[0] in benchmarks) and (not models or parts[1] in models)
+@dataclass
+class Selection:
+    """The records a report keeps: conf model ids, conf benchmark ids (empty = any) and, with a preset, its frames
+    and rows (method or named variant, ratio), so that other presets' runs in the same folder stay out of its
+    tables, intervals and figures. :meth:`path` applies the id filters to a record's path before it is read (layout
+    ``<benchmark>/<model>/...`` under ``root``; a record outside that layout is read), :meth:`record` all of them."""
+
+    root: Path
+    models: set
+    benchmarks: set
+    preset: object = None
+
+    def path(self, path: Path) -> bool:
+        parts = Path(path).relative_to(self.root).parts
+        return len(parts) < 6 or self._ids(parts[1], parts[0])
+
+    def record(self, rec: dict) -> bool:
+        if not self._ids(rec["model"], rec["benchmark"]):
+            return False
+        p = self.preset
+        row = (paper.row_key(rec), round(float(rec["retention_ratio"]), 4))
+        return p is None or ((p.frames is None or rec["frames"] == p.frames) and row in set(p.rows))
+
+    def _ids(self, model: str, benchmark: str) -> bool:
+        return (not self.models or model in self.models) and (not self.benchmarks or benchmark in self.benchmarks)
+
+
+def in_group(frame: pd.DataFrame, model_key: str, frames: int, benchmark: str | None = None) -> pd.DataFrame:
+    """The rows of one table group: a model and frame count (and benchmark, for the efficiency tables)."""
+    mask = (frame["model_key"] == model_key) & (frame["frames"] == frames)
+    return frame[mask & (frame["benchmark"] == benchmark)] if benchmark is not None else frame[mask]
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval import accuracy, distributed, hubdata, measure, record, validate
+from eval import accuracy, distributed, hubdata, measure, record, sampling, validate
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ def prepare(c: dict, w: distributed.World):
     validate.check_checkpoint_family(p.meta["family"], pretrained)
     validate.check_task_files(bench)
     validate.check_generation(bench)
+    if (problem := sampling.limit_mode_problem(bench, c["limit"])) is not None:
+        raise validate.ConfigError(problem)
     validate.check_data(bench)
     validate.check_hub_weights(pretrained, bool(p.meta["random_weights"]))
     return p, mirror, False
@@ -186,7 +188,8 @@ def _run(c: dict, w: distributed.World) -> Path:
     t_eval = time.perf_counter()
     results = run_tasks(lm, list(bench["tasks"]), prompt_model=p.meta["prompt_model"], limit=c["limit"],
                         seed=c["seed"], offline=bool(bench.get("offline")), main=w.main,
-                        max_new_tokens=bench.get("max_new_tokens"))
+                        max_new_tokens=bench.get("max_new_tokens"),
+                        stratify=bench["kind"] if sampling.limit_mode(bench) == "stratified" else None)
     wall = time.perf_counter() - t_eval
     per_rank = distributed.gather_to_main((lm.sample_rows, measure.peak_memory()), w)
     if not w.main:  # rank 0 writes the record of the whole run; the others wait for it (next run starts together)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eval import record
+from eval import paper, presets, record
 from eval.tasks import tiny_data
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -104,9 +104,7 @@ def test_vanilla_prompt_has_182_video_tokens_per_frame(runs):
 
 
 def test_presets_use_the_llava_video_model_config():
-    from eval import paper
-
-    preset = paper.load_preset("experiment", "llava_video_7b")
+    preset = presets.load_preset("experiment", "llava_video_7b")
     assert (preset.model, preset.family, preset.frames) == ("llava_video_7b", "llava_video", 64)
     published = paper.load_published()
     assert ((published["model"] == "LLaVA-Video-7B") & (published["frames"] == 64)).any()

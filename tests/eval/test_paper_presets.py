@@ -1,18 +1,16 @@
 """The paper's 10 tables/figures: every `table` id of paper_results.csv has a preset, a tiny counterpart and a make
-target; ablation variants become distinct method hyper-parameters; a variant row runs end to end offline."""
+target; ablation variants become distinct method hyper-parameters (every tiny preset runs end to end in
+tests/eval/test_tiny_presets.py)."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from eval import paper, report
+from eval import paper, presets
 
 ROOT = Path(__file__).resolve().parents[2]
-PAPER_PRESETS = {n: paper.load_preset("experiment", n) for n in paper.preset_names("experiment")}
+PAPER_PRESETS = {n: presets.load_preset("experiment", n) for n in presets.preset_names("experiment")}
 PAPER_PRESETS = {n: p for n, p in PAPER_PRESETS.items() if p.paper_table}
 
 
@@ -32,7 +30,7 @@ def test_every_table_id_has_a_preset_a_tiny_counterpart_and_a_make_target():
         assert re.search(rf"^table-{name}: ## ", makefile, re.M), f"make help does not list table-{name}"
         if name in ("llava_ov_7b", "llava_video_7b", "efficiency_llava_ov_7b") or name.startswith("qwen3"):
             continue  # the presets that predate this issue share conf/experiment/tiny.yaml
-        tiny = paper.load_preset("experiment", f"tiny_{name}")
+        tiny = presets.load_preset("experiment", f"tiny_{name}")
         assert tiny.rows == preset.rows and not tiny.requires_gpu, name
 
 
@@ -41,12 +39,12 @@ def test_variant_rows_are_distinct_method_hyper_parameters():
         keys = [m for m, _ in preset.rows]
         over = [(paper.base_method(k), tuple(sorted(map(str, paper.variant_overrides(k).items())))) for k in keys]
         assert len(set(zip(over, [r for _, r in preset.rows]))) == len(keys), name
-    commands, skipped = paper.sweep_commands(PAPER_PRESETS["ablation_score_weighting"])
+    commands, skipped = presets.sweep_commands(PAPER_PRESETS["ablation_score_weighting"])
     assert not skipped
     flat = [" ".join(c) for c in commands]
     assert any("method=vidcom2" in c and "method.score_weights=[1.0,2.0]" in c for c in flat)
     assert sum("method=vidcom2" in c for c in flat) == 5
-    fca = [" ".join(c) for c in paper.sweep_commands(PAPER_PRESETS["fca_on_other_methods"])[0]]
+    fca = [" ".join(c) for c in presets.sweep_commands(PAPER_PRESETS["fca_on_other_methods"])[0]]
     assert any("method=sparsevlm" in c and "method.budget=fca" in c and "method.recycle=false" in c for c in fca)
 
 
@@ -63,31 +61,3 @@ def test_published_variants_map_to_rows_and_labels():
     assert paper.method_label("vidcom2:window_4") == "VidCom2 (window_4)"
     with pytest.raises(KeyError, match="VARIANTS"):
         paper.variant_overrides("vidcom2:no_such")
-
-
-@pytest.mark.slow
-def test_tiny_fca_variant_runs_end_to_end_with_intervals_and_bars(tmp_path):
-    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}  # fmt: skip
-    for script in (["scripts/make_tiny_models.py", "--arch", "llava_onevision"], ["scripts/make_tiny_benchmarks.py"]):
-        subprocess.run([sys.executable, *script], cwd=ROOT, env=env, check=True, capture_output=True)
-    runs = tmp_path / "runs"
-    preset = paper.load_preset("experiment", "tiny_fca_on_other_methods",
-                               ("limit=1", f"results_dir={runs}", f"hydra.sweep.dir={tmp_path / 'h'}", "progress=false"))  # fmt: skip
-    commands, skipped = paper.sweep_commands(preset, sys.executable)
-    assert {s.split(" ")[0] for s in skipped} == {"sparsevlm", "sparsevlm+fca"}  # layers 2/6/15 > the 4-layer LLM
-    # vanilla and FastV + FCA (FastV itself would share FastV + FCA's record folder until runs carry their hparams)
-    for cmd in [c for c in commands if "method=none" in c or "method.budget=fca" in c]:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    out = tmp_path / "tables"
-    assert report.main(["--runs", str(runs), "--experiment", "tiny_fca_on_other_methods", "--out", str(out),
-                        "--plots", str(tmp_path / "p"), "--quiet"]) == 0  # fmt: skip
-    table = pd.read_csv(out / "accuracy.csv")
-    ran = table[table["n_columns"] > 0]
-    assert set(zip(ran["method"], ran["retention_ratio"])) == {("none", 1.0), ("fastv+fca", 0.25)}
-    ci = pd.read_csv(out / "accuracy_ci.csv")
-    assert set(ci["method"]) == {"none", "fastv+fca"} and (ci["ci_low"] <= ci["ci_high"]).all()
-    assert ci.loc[ci["method"] == "fastv+fca", "p_value"].between(0, 1).all()
-    assert "FastV + FCA" in (out / "report.md").read_text()
-    assert (tmp_path / "p" / "relative_tiny_llava_ov_8f.png").is_file()

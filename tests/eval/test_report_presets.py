@@ -9,24 +9,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eval import paper, report
+from eval import paper, presets, report
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENTS = paper.preset_names("experiment")
-SWEEPS = paper.preset_names("sweep")
+EXPERIMENTS = presets.preset_names("experiment")
+SWEEPS = presets.preset_names("sweep")
 
 
 def test_presets_exist_for_every_paper_table():
-    tables = {paper.load_preset("experiment", n).paper_table for n in EXPERIMENTS}
+    tables = {presets.load_preset("experiment", n).paper_table for n in EXPERIMENTS}
     assert tables >= set(paper.load_published()["table"])
     assert "tiny" in EXPERIMENTS and "tiny" in SWEEPS
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_preset_composes_and_keeps_every_published_row(name):
-    preset = paper.load_preset("experiment", name)
+    preset = presets.load_preset("experiment", name)
     assert preset.rows[0] == ("none", 1.0) and len(set(preset.rows)) == len(preset.rows)
-    known = set(paper.load_methods()["method"]) | paper.implemented_methods()
+    known = set(paper.load_methods()["method"]) | presets.implemented_methods()
     assert {paper.base_method(m) for m, _ in preset.rows} <= known
     if preset.paper_table is None:
         assert not preset.requires_gpu  # only the tiny presets have no paper table, and they run on CPU
@@ -39,7 +39,7 @@ def test_experiment_preset_composes_and_keeps_every_published_row(name):
     missing = set(zip(same["method"], same["retention_ratio"])) - set(preset.rows)
     assert not missing, f"{name} drops published rows {missing}"
     assert preset.requires_gpu
-    commands, skipped = paper.sweep_commands(preset)
+    commands, skipped = presets.sweep_commands(preset)
     run = {c[5].split("=")[1] for c in commands}
     # every row is either run or reported as skipped with its reason, never dropped
     skipped_rows = {paper.base_method(s.split(" ")[0]) for s in skipped}
@@ -55,13 +55,13 @@ def test_distinct_presets_write_distinct_records():
     # differ in model name, or the second would be skipped as already finished
     seen = {}
     for name in EXPERIMENTS:
-        p = paper.load_preset("experiment", name)
+        p = presets.load_preset("experiment", name)
         assert seen.setdefault(p.model, p.frames) == p.frames, f"{name}: model {p.model} reused with other frames"
 
 
 @pytest.mark.parametrize("name", SWEEPS)
 def test_sweep_preset_composes(name):
-    preset = paper.load_preset("sweep", name)
+    preset = presets.load_preset("sweep", name)
     assert preset.rows[0] == ("none", 1.0) and len(preset.rows) > 2 and preset.benchmarks
 
 
@@ -79,20 +79,20 @@ def test_gpu_preset_stops_before_loading_without_cuda(monkeypatch, capsys):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU.*Nothing was loaded"):
-        paper.main(["experiment", "llava_ov_7b"])
+        presets.main(["experiment", "llava_ov_7b"])
     assert "$" not in capsys.readouterr().out  # no command was started
-    assert paper.main(["experiment", "llava_ov_7b", "--dry-run"]) == 0
+    assert presets.main(["experiment", "llava_ov_7b", "--dry-run"]) == 0
     assert "method=vidcom2 retention_ratio=0.25,0.15" in capsys.readouterr().out
 
 
 def test_check_accepts_overrides_after_flags(capsys):
-    assert paper.main(["sweep", "tiny", "--check", "limit=1"]) == 0
+    assert presets.main(["sweep", "tiny", "--check", "limit=1"]) == 0
     assert "tiny_qwen2_5_vl" in capsys.readouterr().out
 
 
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(FileNotFoundError, match="available experiment presets: .*tiny"):
-        paper.load_preset("experiment", "no_such_table")
+        presets.load_preset("experiment", "no_such_table")
 
 
 def _offline_env():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eval import paper, report
+from eval import paper, presets, report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records" / "tiny_mvbench" / "tiny_qwen2_5_vl"
 MODEL = "tiny_qwen2_5_vl"
@@ -78,12 +78,12 @@ def test_every_registered_method_is_implemented_and_labelled_for_every_family():
 
     methods = paper.load_methods()
     registered = set(vidcom2.list_methods())
-    assert "sparsevlm" in registered and paper.implemented_methods() == registered
+    assert "sparsevlm" in registered and presets.implemented_methods() == registered
     # every registered method has its label and table position in results/paper/methods.csv
     assert registered <= set(methods["method"]), sorted(registered - set(methods["method"]))
     assert paper.method_label("sparsevlm", methods) == "SparseVLM"
     for family in list_adapters():
-        assert paper.row_status("sparsevlm", family) == "ok", family
+        assert presets.row_status("sparsevlm", family) == "ok", family
 
 
 def test_tiny_preset_skips_a_row_its_checkpoint_cannot_run_instead_of_failing(tmp_path):
@@ -92,15 +92,15 @@ def test_tiny_preset_skips_a_row_its_checkpoint_cannot_run_instead_of_failing(tm
     from vidcom2.testing import tiny
 
     tiny.save("qwen2_5_vl", tmp_path / "tiny_models" / "qwen2_5_vl", text_layers=4)
-    preset = paper.load_preset("experiment", "tiny", (f"cache_dir={tmp_path}",))
-    commands, skipped = paper.sweep_commands(preset)
+    preset = presets.load_preset("experiment", "tiny", (f"cache_dir={tmp_path}",))
+    commands, skipped = presets.sweep_commands(preset)
     assert sorted(c[5] for c in commands) == ["method=fastv", "method=none", "method=random", "method=vidcom2"]
     assert skipped == ["sparsevlm at 0.25: not supported by the 4-layer LLM with conf/method/sparsevlm.yaml "
                        "(kept as a row in the tables)"]
-    assert paper.row_status("sparsevlm", preset.family, preset.pretrained, (0.25,)).startswith("not supported")
+    assert presets.row_status("sparsevlm", preset.family, preset.pretrained, (0.25,)).startswith("not supported")
     # a 28-layer LLM (Qwen2-7B's depth, the layers' design point) runs it
     tiny.save("qwen2_5_vl", tmp_path / "deep", text_layers=28)
-    assert paper.row_status("sparsevlm", preset.family, str(tmp_path / "deep"), (0.25,)) == "ok"
+    assert presets.row_status("sparsevlm", preset.family, str(tmp_path / "deep"), (0.25,)) == "ok"
 
 
 def test_table3_benchmarks_are_columns_outside_the_averages(tmp_path):
