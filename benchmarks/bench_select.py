@@ -26,6 +26,7 @@ from benchmarks.common import (
     write_json,
 )
 from vidcom2.budget import frame_budgets
+from vidcom2.registry import hparam_names
 
 
 def _inputs(f, n, d, device, dtype, seed=0):
@@ -43,8 +44,8 @@ def _call(name, x, scores, keys, ratio):
         kw["scores"] = scores
     if "keys" in info.needs:
         kw["keys"] = keys
-    if name == "dycoke_ttm":  # the budget-matched TTM cannot go below its anchor floor: use the official K instead
-        kw["merge_ratio"] = 1 - ratio
+    if "merge_ratio" in hparam_names(name):  # DyCoke's budget-matched TTM cannot go below its anchor floor: the
+        kw["merge_ratio"] = 1 - ratio  # official K instead
     return lambda: vidcom2.apply(name, x, ratio, **kw)
 
 
