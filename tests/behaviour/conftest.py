@@ -14,7 +14,7 @@ import pytest
 from eval.tasks import synthetic_data as sd
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ("trained_tiny_llava_ov",)
+MODELS = ("trained_tiny_llava_ov", "trained_tiny_qwen2_5_vl")
 
 
 @pytest.fixture(scope="session")
