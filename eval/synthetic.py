@@ -76,6 +76,7 @@ def plot_ratio(df: pd.DataFrame, stem: Path, model: str = "trained_tiny_llava_ov
             ax.axhline(float(vanilla[col].iloc[0]), color="black", ls="--", lw=1, label="Vanilla")
         ax.axhline(25.0, color="0.6", ls=":", lw=1, label="Chance (25%)")
         ax.set_xscale("log")
+        ax.minorticks_off()  # the log axis' minor labels (2 x 10^-1 ...) would overprint the ratio ticks
         ax.set_xticks([0.1, 0.15, 0.25, 0.5])
         ax.set_xticklabels(["10%", "15%", "25%", "50%"])
         ax.set_title(col, fontsize=10)
