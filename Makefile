@@ -106,7 +106,7 @@ sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yam
 # of all six real benchmarks (MVBench, VideoMME, LongVideoBench, MLVU, EgoSchema, PerceptionTest) served from the
 # generated tiny hub with a random-weight tiny model (accuracy meaningless there), through lmms-eval's real evaluator
 # (docs/harness.md). It ends with the synthetic method x ratio x task table and its two plots. On the 3-layer trained
-# LLM sparsevlm prunes after layers 0/1/2 and dycoke's stage 2 runs at layer 1; dycoke_ttm / dycoke run at DyCoke's
+# LLM sparsevlm prunes after layers 0/1/2, pdrop's stages start at layers 1/2 and dycoke's stage 2 runs at layer 1; dycoke_ttm / dycoke run at DyCoke's
 # nominal K (pure TTM cannot reach low ratios: its anchor frames stay whole; the table shows the retention realised).
 # The random-weight tiny_* x every-method mechanics are covered by the tests (tests/integration).
 .PHONY: demo demo-synthetic train-tiny
@@ -129,8 +129,9 @@ demo: install ## offline demo: real-format path (built-in tasks, tiny hub), then
 demo-synthetic: install ## the trained tiny model on the synthetic benchmark, vanilla + every method x 4 ratios, per-task table + plots (SYNTH_MODEL=trained_tiny_qwen2_5_vl)
 	$(PY) scripts/make_tiny_benchmarks.py >/dev/null
 	$(SYNTH_RUN) method=none
-	$(SYNTH_RUN) 'method=glob(*,exclude=[none,dycoke,sparsevlm])' retention_ratio=$(SYNTH_RATIOS)
+	$(SYNTH_RUN) 'method=glob(*,exclude=[none,dycoke,sparsevlm,pdrop])' retention_ratio=$(SYNTH_RATIOS)
 	$(SYNTH_RUN) method=dycoke method.stage2_layer=1 retention_ratio=$(SYNTH_RATIOS)
+	$(SYNTH_RUN) method=pdrop 'method.layers=[1,2]' retention_ratio=$(SYNTH_RATIOS)
 	$(SYNTH_RUN) method=sparsevlm 'method.layers=[0,1,2]' retention_ratio=$(SYNTH_RATIOS)
 	$(PY) -m eval.synthetic --model $(SYNTH_MODEL)
 
