@@ -102,48 +102,53 @@ sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yam
 	$(if $(filter tiny%,$(SWEEP)),$(OFFLINE)) $(PY) -m eval.run -m +sweep=$(SWEEP) $(OVERRIDES)
 	$(PY) -m eval.report --sweep $(SWEEP)
 
-# Offline demo (CPU, a few minutes): vanilla + every method at r=0.25 on a tiny random-weight model over the four
-# tiny benchmarks, then vanilla + VidCom2 on lmms-eval's built-in tasks of all six real benchmarks (MVBench, VideoMME,
-# LongVideoBench, MLVU, EgoSchema, PerceptionTest) served from the generated tiny hub, through lmms-eval's real
-# evaluator (docs/harness.md). dycoke_ttm and dycoke run at DyCoke's nominal K=0.75:
-# pure TTM cannot reach 25% (its anchor frames stay whole); the table shows the retention it realises. sparsevlm's
-# pruning layers 2/6/15 assume a 28-layer LLM: on the 4-layer tiny LLM it prunes after layers 0/1/2.
-.PHONY: demo
+# Offline demo (CPU, docs/synthetic.md): the tiny TRAINED LLaVA-OV (assets/trained_tiny, `make train-tiny`) on the
+# generated synthetic_mvbench, vanilla + every method at r = 0.5/0.25/0.15/0.1 (SYNTHETIC accuracies: a probe of what a
+# method keeps, never a benchmark score), after the real-format path: vanilla + VidCom2 on lmms-eval's built-in tasks
+# of all six real benchmarks (MVBench, VideoMME, LongVideoBench, MLVU, EgoSchema, PerceptionTest) served from the
+# generated tiny hub with a random-weight tiny model (accuracy meaningless there), through lmms-eval's real evaluator
+# (docs/harness.md). It ends with the synthetic method x ratio x task table and its two plots. On the 3-layer trained
+# LLM sparsevlm prunes after layers 0/1/2, pdrop's stages start at layers 1/2 and dycoke's stage 2 runs at layer 1; dycoke_ttm / dycoke run at DyCoke's
+# nominal K (pure TTM cannot reach low ratios: its anchor frames stay whole; the table shows the retention realised).
+# The random-weight tiny_* x every-method mechanics are covered by the tests (tests/integration).
+.PHONY: demo demo-synthetic train-tiny
 DEMO_MODEL ?= tiny_llava_ov
-DEMO_RUN := $(OFFLINE) $(PY) -m eval.run -m model=$(DEMO_MODEL) 'benchmark=glob(tiny_*)' retention_ratio=0.25 progress=false
 # lmms-eval's built-in tasks (unmodified YAMLs and utils) of the six real benchmarks on the generated tiny hub
 DEMO_HUB_RUN := HF_HOME=$(abspath .cache/tiny_hub) $(OFFLINE) $(PY) -m eval.run -m model=$(DEMO_MODEL) \
 	benchmark=mvbench,videomme,longvideobench,mlvu,egoschema,perceptiontest ++benchmark.max_new_tokens=16 model.frames=4 \
 	retention_ratio=0.25 progress=false
-demo: install ## offline demo: tiny models + tiny benchmarks, vanilla and every method at r=0.25, then the table (DEMO_MODEL=tiny_qwen3_vl ...)
+SYNTH_MODEL ?= trained_tiny_llava_ov
+SYNTH_RATIOS ?= 0.5,0.25,0.15,0.1
+SYNTH_RUN := $(OFFLINE) $(PY) -m eval.run -m model=$(SYNTH_MODEL) benchmark=synthetic_mvbench progress=false
+demo: install ## offline demo: real-format path (built-in tasks, tiny hub), then the TRAINED tiny LLaVA-OV on the synthetic benchmark, vanilla + every method x 4 ratios, table + plots
 	$(TINY_ASSETS)
-	$(DEMO_RUN) 'method=glob(*,exclude=[dycoke_ttm,dycoke,sparsevlm])'
-	$(DEMO_RUN) method=dycoke_ttm method.merge_ratio=0.75
-	$(DEMO_RUN) method=dycoke method.merge_ratio=0.75
-	$(DEMO_RUN) method=sparsevlm 'method.layers=[0,1,2]'
 	$(PY) -m eval.tinyhub >/dev/null
 	$(DEMO_HUB_RUN) method=none,vidcom2
 	$(PY) -m eval.report --model $(DEMO_MODEL)
 	@$(PY) -m eval.summary --note
+	@$(MAKE) --no-print-directory demo-synthetic
 
-# Synthetic benchmark (docs/synthetic.md): a tiny LLaVA-OV trained by `make train-tiny` (into assets/trained_tiny/) on
-# generated clips where compression matters, vanilla + every method at r = 0.5/0.25/0.15/0.1, then the per-task table
-# and plots (SYNTHETIC accuracies: a probe of what a method keeps, never a benchmark score). The 3-layer LLM moves
-# sparsevlm's pruning layers to 0/1/2 and dycoke's stage-2 layer to 1. Not part of `make demo`: its 57 runs took
-# 35-60 s each on the shared 2-core machine (load ~6), far over demo's 10-minute budget (docs/synthetic.md).
-.PHONY: demo-synthetic train-tiny
-SYNTH_RATIOS ?= 0.5,0.25,0.15,0.1
-SYNTH_RUN := $(OFFLINE) $(PY) -m eval.run -m model=trained_tiny_llava_ov benchmark=synthetic_mvbench progress=false
-demo-synthetic: install ## trained tiny LLaVA-OV on the synthetic benchmark, vanilla + every method x 4 ratios, per-task table + plots
+demo-synthetic: install ## the trained tiny model on the synthetic benchmark, vanilla + every method x 4 ratios, per-task table + plots (SYNTH_MODEL=trained_tiny_qwen2_5_vl)
 	$(PY) scripts/make_tiny_benchmarks.py >/dev/null
 	$(SYNTH_RUN) method=none
-	$(SYNTH_RUN) 'method=glob(*,exclude=[none,dycoke,sparsevlm])' retention_ratio=$(SYNTH_RATIOS)
+	$(SYNTH_RUN) 'method=glob(*,exclude=[none,dycoke,sparsevlm,pdrop])' retention_ratio=$(SYNTH_RATIOS)
 	$(SYNTH_RUN) method=dycoke method.stage2_layer=1 retention_ratio=$(SYNTH_RATIOS)
+	$(SYNTH_RUN) method=pdrop 'method.layers=[1,2]' retention_ratio=$(SYNTH_RATIOS)
 	$(SYNTH_RUN) method=sparsevlm 'method.layers=[0,1,2]' retention_ratio=$(SYNTH_RATIOS)
-	$(PY) -m eval.synthetic
+	$(PY) -m eval.synthetic --model $(SYNTH_MODEL)
 
-train-tiny: install ## retrain the committed tiny LLaVA-OV of assets/trained_tiny on the synthetic train split (CPU, one thread, seeded, ~13 min)
-	$(OFFLINE) $(PY) scripts/train_tiny.py --out assets/trained_tiny/llava_onevision
+# LLaVA-OV (docs/synthetic.md): phase 1 (base: all tokens, 1500 steps) into .cache/train_tiny/, then phase 2 (augment:
+# visual-token-removal augmentation, 600 steps) from it into assets/trained_tiny/llava_onevision. Qwen2.5-VL: phase 1
+# only (the committed checkpoint; its phase 2 was not run). CPU, one thread, seeded.
+TRAIN_ARCHS ?= llava_onevision qwen2_5_vl
+train-tiny: install ## retrain the committed tiny LLaVA-OV (2 phases, ~35 min) and Qwen2.5-VL (~25 min) of assets/trained_tiny (CPU, one thread, seeded; TRAIN_ARCHS=llava_onevision for one)
+	@for a in $(TRAIN_ARCHS); do \
+	  if [ $$a = llava_onevision ]; then \
+	    $(OFFLINE) $(PY) scripts/train_tiny.py --arch $$a --recipe base --out .cache/train_tiny/$$a-base && \
+	    $(OFFLINE) $(PY) scripts/train_tiny.py --arch $$a --recipe augment --init .cache/train_tiny/$$a-base \
+	      --out assets/trained_tiny/$$a || exit 1; \
+	  else $(OFFLINE) $(PY) scripts/train_tiny.py --arch $$a --recipe base --out assets/trained_tiny/$$a || exit 1; fi; \
+	done
 
 clean: ## remove generated outputs (keeps the venv and results/paper)
 	rm -rf results/runs results/tables results/bench .pytest_cache

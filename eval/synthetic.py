@@ -4,7 +4,7 @@
 
 Reads the ``record.json`` files of ``benchmark=synthetic_mvbench`` (docs/synthetic.md) and writes
 ``accuracy_by_task.md`` / ``.csv`` under ``--out`` and ``accuracy_vs_ratio_synthetic`` / ``pareto_synthetic``
-(PNG + PDF) under ``--plots``. Every output says SYNTHETIC: these accuracies probe what a method keeps on
+(PNG + PDF) under ``--plots`` (``_<model>`` appended to each name for a model other than the default). Every output says SYNTHETIC: these accuracies probe what a method keeps on
 generated clips and are never a real benchmark score. Vanilla (``none``) is the reference row.
 """
 
@@ -59,7 +59,7 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + f"\n\n> **{NOTE}** † = a labelled approximation of its paper's method.\n"
 
 
-def plot_ratio(df: pd.DataFrame, stem: Path) -> list[Path]:
+def plot_ratio(df: pd.DataFrame, stem: Path, model: str = "trained_tiny_llava_ov") -> list[Path]:
     """Accuracy vs retention ratio, one panel per column (overall + each task), vanilla dashed."""
     cols = ("overall", *TASKS)
     fig = Figure(figsize=(3.0 * len(cols), 3.2), layout="constrained")
@@ -76,6 +76,7 @@ def plot_ratio(df: pd.DataFrame, stem: Path) -> list[Path]:
             ax.axhline(float(vanilla[col].iloc[0]), color="black", ls="--", lw=1, label="Vanilla")
         ax.axhline(25.0, color="0.6", ls=":", lw=1, label="Chance (25%)")
         ax.set_xscale("log")
+        ax.minorticks_off()  # the log axis' minor labels (2 x 10^-1 ...) would overprint the ratio ticks
         ax.set_xticks([0.1, 0.15, 0.25, 0.5])
         ax.set_xticklabels(["10%", "15%", "25%", "50%"])
         ax.set_title(col, fontsize=10)
@@ -85,11 +86,11 @@ def plot_ratio(df: pd.DataFrame, stem: Path) -> list[Path]:
     axes[0].set_ylim(0, 102)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="outside right upper", frameon=False)
-    fig.suptitle("SYNTHETIC benchmark (trained tiny LLaVA-OV, 8 frames): a probe, not a real score", fontsize=10)
+    fig.suptitle(f"SYNTHETIC benchmark ({model}, 4 frames): a probe, not a real score", fontsize=10)
     return plots._save(fig, stem)
 
 
-def plot_pareto(df: pd.DataFrame, stem: Path) -> list[Path]:
+def plot_pareto(df: pd.DataFrame, stem: Path, model: str = "trained_tiny_llava_ov") -> list[Path]:
     """Overall accuracy vs prefill GFLOPs with the Pareto front."""
     sub = df.dropna(subset=["prefill_gflops", "overall"])
     fig = Figure(figsize=(5.6, 3.8), layout="constrained")
@@ -105,7 +106,7 @@ def plot_pareto(df: pd.DataFrame, stem: Path) -> list[Path]:
     ax.set_ylabel("overall accuracy (%)")
     ax.grid(alpha=0.3)
     fig.legend(fontsize=7, loc="outside right upper", frameon=False)
-    ax.set_title("SYNTHETIC benchmark: accuracy vs prefill compute", fontsize=10)
+    ax.set_title(f"SYNTHETIC benchmark ({model}): accuracy vs prefill compute", fontsize=10)
     return plots._save(fig, stem)
 
 
@@ -121,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no {BENCHMARK} records of model {args.model} under {args.runs}: run `make demo` first", file=sys.stderr)
         return 1
     text = f"## Synthetic benchmark — {args.model}\n\n" + markdown(df)
+    suffix = "" if args.model == "trained_tiny_llava_ov" else f"_{args.model}"  # one set of outputs per model
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy_by_task.md").write_text(text)
-    df.to_csv(args.out / "accuracy_by_task.csv", index=False)
-    made = plot_ratio(df, args.plots / "accuracy_vs_ratio_synthetic") + plot_pareto(df, args.plots / "pareto_synthetic")
+    (args.out / f"accuracy_by_task{suffix}.md").write_text(text)
+    df.to_csv(args.out / f"accuracy_by_task{suffix}.csv", index=False)
+    made = (plot_ratio(df, args.plots / f"accuracy_vs_ratio_synthetic{suffix}", args.model)
+            + plot_pareto(df, args.plots / f"pareto_synthetic{suffix}", args.model))
     print(text)
     print(f"tables in {args.out}/, plots: {', '.join(str(p) for p in made if p.suffix == '.png')}")
     return 0

@@ -8,10 +8,6 @@ independently of the harness: decord frames, the processor, ``model.generate`` /
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic_videos")
-    sd.build(root)
-    return root
+def videos(synthetic_videos) -> Path:
+    return synthetic_videos
 
 
 @pytest.fixture(scope="module")
@@ -105,25 +99,9 @@ def test_removing_the_decisive_frame_drops_the_event_task_to_chance(bare, videos
     assert removed / n <= 0.5, f"event task without its decisive frame: {removed}/{n} (chance 25%)"
 
 
-def test_method_none_through_the_harness_equals_the_bare_model(bare_answers, videos, tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "eval.run", "model=trained_tiny_llava_ov", f"model.pretrained={CKPT}",
-         "benchmark=synthetic_mvbench", "method=none", f"results_dir={tmp_path}", f"tiny_data={videos}",
-         "progress=false"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    from eval import record
-
-    found = record.find_records(tmp_path, "synthetic_mvbench", "trained_tiny_llava_ov", "none", 1.0, 0)
-    assert len(found) == 1, found
-    run = found[0].parent
-    rec = json.loads((run / "record.json").read_text())
+def test_method_none_through_the_harness_equals_the_bare_model(bare_answers, harness_none):
+    rec, got = harness_none["trained_tiny_llava_ov"]
     assert rec["random_weights"] is False and rec["config"]["benchmark"]["synthetic"] is True
-    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
-    got = {t: [None] * len(v) for t, v in bare_answers.items()}
-    for r in rows:
-        got[r["task"].removeprefix("synthetic_mvbench_")][int(r["doc_id"])] = r["answer"]
     assert got == {t: [a.strip() for a in v] for t, v in bare_answers.items()}
     assert np.isclose(rec["accuracy"]["headline"], 100 * np.mean(
         [a.strip() == _letter(c.doc()) for t, clips in sd.test_clips().items() for a, c in zip(bare_answers[t], clips)]))
