@@ -184,6 +184,8 @@ class Harnessed:
         self.warmup = int(warmup)
         self.show_progress = bool(progress)
         self.position_mode = position_mode  # None: the adapter's default (vidcom2.compress)
+        if isinstance(batch_size, str) and batch_size.isdigit():  # the lmms-eval CLI passes --batch_size as text
+            batch_size = int(batch_size)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is not an integer >= 1; set batch_size=1 (or 4, 8, ...)")
         reason = batch_fallback(self.method, self.hparams) if batch_size > 1 else None
