@@ -128,7 +128,7 @@ def _config(arch: str, tok, text_layers: int):
             num_attention_heads=2,
             image_size=384,
             patch_size=14,
-            vision_use_head=False,
+            vision_use_head=True,  # SigLIP's MAP head (FastVID's signal); real LLaVA checkpoints drop it
         )
         return tf.LlavaOnevisionConfig(
             vision_config=vision,
@@ -252,9 +252,18 @@ def save(arch: str, path, *, text_layers: int = 4, seed: int = 0) -> Path:
     model.save_pretrained(path)
     proc.save_pretrained(path)
     (path / "tiny_model.json").write_text(
-        json.dumps({"arch": arch, "text_layers": text_layers, "seed": seed})
+        json.dumps(manifest(arch, text_layers=text_layers, seed=seed))
     )
     return path
+
+
+#: bumped when the tiny configs change (2: the LLaVA towers carry SigLIP's MAP head), so cached folders are rebuilt
+VERSION = 2
+
+
+def manifest(arch: str, *, text_layers: int = 4, seed: int = 0) -> dict:
+    """What ``tiny_model.json`` of a :func:`save` folder holds (a cached folder with another manifest is stale)."""
+    return {"arch": arch, "text_layers": text_layers, "seed": seed, "version": VERSION}
 
 
 def make_video(frames: int = 8, height: int = 112, width: int = 140, seed: int = 0) -> np.ndarray:
