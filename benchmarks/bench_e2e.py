@@ -68,7 +68,8 @@ def build_model(size: str, device, dtype):
     dims = SIZES[size]
     text = tf.Qwen2Config(vocab_size=VOCAB, max_position_embeddings=32768, bos_token_id=None,
                           eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0, **dims["text"])
-    vision = tf.SiglipVisionConfig(image_size=384, patch_size=14, vision_use_head=False, **dims["vision"])
+    # vision_use_head: SigLIP's MAP head (FastVID's signal; real LLaVA checkpoints load it from the SigLIP checkpoint)
+    vision = tf.SiglipVisionConfig(image_size=384, patch_size=14, vision_use_head=True, **dims["vision"])
     config = tf.LlavaOnevisionConfig(
         vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
         video_token_index=tok.convert_tokens_to_ids("<video>"), vision_feature_layer=-1,

@@ -44,6 +44,8 @@ def _call(name, x, scores, keys, ratio):
         kw["scores"] = scores
     if "keys" in info.needs:
         kw["keys"] = keys
+    if "global_features" in info.needs:  # FastVID's MAP-head vector per frame (the mean token stands in)
+        kw["global_features"] = x.mean(dim=1)
     if "merge_ratio" in hparam_names(name):  # DyCoke's budget-matched TTM cannot go below its anchor floor: the
         kw["merge_ratio"] = 1 - ratio  # official K instead
     return lambda: vidcom2.apply(name, x, ratio, **kw)

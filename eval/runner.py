@@ -218,9 +218,9 @@ def _run(c: dict, w: distributed.World) -> Path:
 
 def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall, device, peak=None) -> dict:
     from eval import env
-    from vidcom2.registry import method_class
+    from vidcom2.registry import get_method
 
-    info = method_class(method).info
+    info = get_method(method, **hparams).info  # per instance: fastvid signal=encoder is labelled, map_head is not
     hf = lm.hf_model
     shape = measure.LLMShape.from_config(hf.config)
     fed = [r["frames_fed"] for r in rows if r.get("frames_fed") is not None]

@@ -9,6 +9,7 @@ sizes, random weights: accuracy means nothing, token counts and timings do.
 """
 
 import argparse
+import json
 from pathlib import Path
 
 from vidcom2.testing import tiny
@@ -25,7 +26,9 @@ def main() -> None:
     args = ap.parse_args()
     for arch in args.arch or tiny.ALL_ARCHS:
         path = Path(args.out) / FOLDERS.get(arch, arch)
-        if (path / "tiny_model.json").exists() and not args.force:
+        manifest = path / "tiny_model.json"
+        current = manifest.exists() and json.loads(manifest.read_text()) == tiny.manifest(arch)
+        if current and not args.force:
             print(f"[skip] {path}")
             continue
         tiny.save(arch, path)

@@ -37,6 +37,21 @@ def check_aux(name: str, tensor: torch.Tensor | None, features: torch.Tensor, me
         raise ValueError(f"{name} contain NaN or Inf")
 
 
+def check_global(tensor: torch.Tensor | None, features: torch.Tensor, method: str) -> None:
+    """Validate ``global_features [F, Dg]`` (one vector per frame of ``features``) for ``method``."""
+    f = features.shape[0]
+    if tensor is None:
+        raise ValueError(
+            f"method {method!r} needs `global_features` [F, Dg] (one vector per frame, e.g. SigLIP's MAP-head output); "
+            "vidcom2.compress(...) supplies them on models with that head, or pass global_features= explicitly"
+        )
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2 or tensor.shape[0] != f:
+        got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise ValueError(f"global_features must have shape [F, Dg] with F = {f}, got {got}")
+    if not _all_finite(tensor):
+        raise ValueError("global_features contain NaN or Inf")
+
+
 def _all_finite(t: torch.Tensor) -> bool:
     # one reduction instead of an elementwise mask: NaN/Inf always propagate into the sum; a finite tensor whose sum
     # overflows falls through to the exact check

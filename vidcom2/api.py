@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vidcom2._checks import check_aux, check_features
+from vidcom2._checks import check_aux, check_features, check_global
 from vidcom2.budget import check_ratio
 from vidcom2.registry import get_method
 from vidcom2.types import Selection
@@ -17,6 +17,7 @@ def apply(
     *,
     scores: torch.Tensor | None = None,
     keys: torch.Tensor | None = None,
+    global_features: torch.Tensor | None = None,
     seed: int = 0,
     **hparams,
 ) -> Selection:
@@ -26,6 +27,7 @@ def apply(
     retention_ratio: fraction of visual tokens to keep, in (0, 1].
     scores: ``[F, N]`` importance (higher = more important) for methods that need it (FastV, PDrop, VisionZip).
     keys: ``[F, N, d]`` similarity metric for merging methods (VisionZip).
+    global_features: ``[F, Dg]`` one vector per frame for methods that need it (FastVID's MAP-head signal).
     seed: seeds a local CPU generator for stochastic methods (never the global RNG).
     Returns a :class:`Selection`; the input tensors are not modified.
     """
@@ -37,9 +39,13 @@ def apply(
         check_aux("scores", scores, features, name, trailing=False)
     if "keys" in m.info.needs:
         check_aux("keys", keys, features, name, trailing=True)
+    extra = {}
+    if "global_features" in m.info.needs:
+        check_global(global_features, features, name)
+        extra["global_features"] = global_features
     generator = torch.Generator(device="cpu").manual_seed(int(seed)) if m.info.stochastic else None
     with torch.no_grad():
-        sel = m(features, r, scores=scores, keys=keys, generator=generator)
+        sel = m(features, r, scores=scores, keys=keys, generator=generator, **extra)
     sel.stats.setdefault("kept", int(sel.keep.sum()))
     sel.stats.setdefault("total", int(sel.keep.numel()))
     return sel

@@ -153,7 +153,11 @@ def _resolve(model, method, retention_ratio, seed, measure, position_mode, text_
     )
     run = next((GENERATE_STAGES[a] for a in impl.info.acts if a in GENERATE_STAGES), None)
     mode = position_mode if stage != "in_llm" else explicit_mode
-    return _Plan(adapter, impl, ratio, seed, measure, mode, text_rule, run), Session(info=info)
+    # a method that needs per-frame global features gets the adapter's attention-pooling head (loaded once here)
+    head = adapter.map_head(model) if "global_features" in impl.info.needs else None
+    if head is not None:
+        info["map_head"] = head.source
+    return _Plan(adapter, impl, ratio, seed, measure, mode, text_rule, run, head), Session(info=info)
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ class _Plan:
     position_mode: str | None  # None: in-LLM method's own rule
     text_rule: str
     run: object  # the GENERATE_STAGES entry that wraps generate(), or None
+    head: object = None  # adapter.map_head(model) for methods that need global_features, else None
 
 
 def _eos(model, kwargs):
@@ -216,7 +221,7 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
     with torch.no_grad():
         with rec.timer("vision_encoder"):
             if stage == "vision_encoder":
-                with encoder.capture(adapter, model) as captured:
+                with encoder.capture(adapter, model, head=plan.head) as captured:
                     encoded = adapter.encode(model, kwargs)
             else:
                 encoded = adapter.encode(model, kwargs)
@@ -269,12 +274,19 @@ def _check_expansion(model, kwargs, prompt, videos: int) -> None:
 
 
 def _split_aux(captured, encoded) -> list[dict]:
-    """Per video ``{"scores": [F, N], "keys": [F, N, d]}`` from the captured encoder calls (frames concatenated
-    over calls in video order, then split by each video's frame count)."""
+    """Per video ``{"scores": [F, N], "keys": [F, N, d]}`` (and ``"global_features": [F, Dg]`` when captured) from
+    the captured encoder calls (frames concatenated over calls in video order, then split by each video's frame
+    count)."""
     frames = [s.frames for s in encoded.slots]
-    scores = torch.cat(list(captured.scores)).split(frames)
-    keys = torch.cat(list(captured.keys)).split(frames) if captured.keys else [None] * len(frames)
-    return [{"scores": s, "keys": k} for s, k in zip(scores, keys)]
+
+    def split(parts):
+        return torch.cat(list(parts)).split(frames) if parts else [None] * len(frames)
+
+    scores, keys = split(captured.scores), split(captured.keys)
+    if not captured.global_features:
+        return [{"scores": s, "keys": k} for s, k in zip(scores, keys)]
+    glob = split(captured.global_features)
+    return [{"scores": s, "keys": k, "global_features": g} for s, k, g in zip(scores, keys, glob)]
 
 
 def _timed(model, rec: Recorder, generate_fn):

@@ -15,7 +15,9 @@ import vidcom2
 METHODS = vidcom2.list_methods()
 
 
-def _aux(name, f, n, seed=0):
+def _aux(name, f, n, seed=0, x=None):
+    """Random scores / keys; global features are the frames' mean feature when ``x`` is given (a method's budget
+    rule may rely on that, FastVID's segments do), else random."""
     g = torch.Generator().manual_seed(seed + 1)
     info = vidcom2.get_method(name).info
     kw = {}
@@ -23,6 +25,8 @@ def _aux(name, f, n, seed=0):
         kw["scores"] = torch.rand(f, n, generator=g)
     if "keys" in info.needs:
         kw["keys"] = torch.randn(f, n, 6, generator=g)
+    if "global_features" in info.needs:
+        kw["global_features"] = x.mean(dim=1) if x is not None else torch.randn(f, 5, generator=g)
     return kw
 
 
@@ -63,9 +67,9 @@ def test_kept_count_follows_the_budget_rule(name, f, n):
         want = expected_counts(name, x, r)
         if want is None:
             with pytest.raises(ValueError, match="floor"):
-                vidcom2.select(name, x, r, **_aux(name, f, n))
+                vidcom2.select(name, x, r, **_aux(name, f, n, x=x))
             continue
-        keep = vidcom2.select(name, x, r, **_aux(name, f, n))
+        keep = vidcom2.select(name, x, r, **_aux(name, f, n, x=x))
         assert keep.shape == (f, n) and keep.dtype == torch.bool
         if isinstance(want, int):
             assert int(keep.sum()) == want, (r, keep.sum(1).tolist())

@@ -194,3 +194,12 @@ class Adapter(Protocol):
     def encoder_score_hooks(self, model: nn.Module, out: Any, block: int) -> list:
         """Register the hooks that fill ``out`` (``vidcom2.stages.encoder.EncoderScores``) with per-frame scores and
         keys on the LLM token grid while the encoder runs; return their handles (the caller removes them)."""
+
+    def map_head(self, model: nn.Module) -> Any:
+        """The vision tower's attention-pooling (MAP) head as a callable ``hidden [F, P, D] -> (global [F, Dg],
+        attention [F, P])`` (LLaVA: SigLIP's ``post_layernorm`` + head, loaded when the checkpoint lacks them); a
+        family without one raises ``ValueError``. Asked once per ``compress`` block, before anything runs."""
+
+    def map_head_hooks(self, model: nn.Module, out: Any, head: Any) -> list:
+        """Register the hooks that fill ``out.global_features`` (per frame ``[F, Dg]``) and ``out.scores`` (the head's
+        attention on the LLM token grid, ``[F, n]``) with ``head`` (:meth:`map_head`) while the encoder runs."""

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from vidcom2.adapters import _siglip_head
 from vidcom2.adapters._common import (
     attention_mask,
     check_video_inputs,
@@ -95,6 +96,28 @@ class LlavaModules:
             return None
 
         return [attn.register_forward_pre_hook(hook, with_kwargs=True)]
+
+    map_head_source = _siglip_head.SOURCE  # where a checkpoint without a head gets it (the official code's choice)
+
+    def map_head(self, model: nn.Module) -> _siglip_head.MapHead:
+        """SigLIP's ``post_layernorm`` + MAP head: the tower's own, else loaded from :attr:`map_head_source`
+        (``vidcom2.adapters._siglip_head``; a clear error when offline and not cached)."""
+        return _siglip_head.of_tower(self.vision_tower(model), self.map_head_source)
+
+    def map_head_hooks(self, model: nn.Module, out, head) -> list:
+        """Hook the projector's input (the encoder output it projects, ``[frames, 729, D]``): ``head`` (from
+        :meth:`map_head`) gives per frame the global feature (``out.global_features``) and the probe attention,
+        pooled to the LLM token grid like the features (:meth:`pool_patches`, in the head's dtype: ``out.scores``)."""
+        out.layer = None
+
+        def hook(module, args):
+            with torch.no_grad():
+                glob, attn = head(args[0])
+                out.global_features.append(glob.float())
+                out.scores.append(self.pool_patches(model, attn.unsqueeze(-1)).squeeze(-1).float())
+            return None
+
+        return [model.model.multi_modal_projector.register_forward_pre_hook(hook)]
 
     def _scored_layer(self, model: nn.Module) -> int:
         cfg = model.config

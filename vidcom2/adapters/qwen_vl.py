@@ -238,6 +238,17 @@ class QwenVLAdapter:
 
         return instance_attr(text_model, "_deepstack_process", wrapped)
 
+    def map_head(self, model: nn.Module):
+        """Qwen's vision tower has no attention-pooling head: refused (FastVID's official Qwen2.5-VL variant uses
+        other signals and is not implemented; ``signal='encoder'`` runs on this adapter's encoder scores)."""
+        raise ValueError(
+            f"signal='map_head' needs SigLIP's attention-pooling head, which the {self.family} vision tower does not "
+            "have; use signal='encoder' (attention received + the frame's mean token) on this model"
+        )
+
+    def map_head_hooks(self, model: nn.Module, out, head) -> list:
+        return self.map_head(model)
+
     def encoder_score_hooks(self, model: nn.Module, out, block: int) -> list:
         """Hook the last vision block (Qwen2.5-VL: the last full-attention one, ``fullatt_block_indexes``; windowed
         blocks see only local windows), per temporal patch (its ``cu_seqlens`` chunk), mean over each 2x2 merge

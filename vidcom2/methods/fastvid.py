@@ -6,10 +6,14 @@ model/language_model/modeling_qwen2.py`` (the ``FastVID`` block of ``Qwen2Model.
 ``multimodal_encoder/siglip_encoder.py::SigLipVisionAbstract`` and ``llava_arch.py::encode_images / get_attn_2dPool``.
 Defaults: ``fastvid_llavaonevision/scripts/eval.sh`` (R=0.10, c=8, tau=0.9, d=0.4, p=4, beta=0.6, 32 frames).
 
-Signals (per frame): the encoder output that feeds the projector goes through SigLIP's ``post_layernorm`` and its
-attention-pooling (MAP) head, both loaded from the original SigLIP checkpoint (LLaVA drops them); the head's pooled
-vector is the frame's **global feature**, its single-probe attention over the patches (mean over heads) pooled to the
-LLM grid (bilinear, ``ceil(side / 2)``) is the **frame attention** (:func:`map_head_signal`, :func:`pool_attention`).
+Signals (per frame, ``signal="map_head"``, the default): the encoder output that feeds the projector goes through
+SigLIP's ``post_layernorm`` and its attention-pooling (MAP) head, loaded from the original SigLIP checkpoint
+(``google/siglip-so400m-patch14-384``) when the model's checkpoint lacks them, as the official code does; the head's
+pooled vector is the frame's **global feature**, its single-probe attention over the patches (mean over heads) pooled
+to the LLM grid like the features is the **frame attention** (LLaVA-OV: bilinear to ``ceil(27/2) = 14``, the official
+``get_attn_2dPool``; LLaVA-Video: ``avg_pool2d`` stride 2, the official ``fastvid_llavavideo`` one). The LLaVA
+adapters capture both (``map_head_hooks``, ``vidcom2/adapters/_siglip_head.py``) and ``vidcom2.compress`` passes them
+as ``global_features`` / ``scores``.
 
 Algorithm on the projected, pooled features ``x [F, n, D]`` (``r`` = retention_ratio):
 
@@ -36,24 +40,19 @@ them to the backend); the density noise comes from ``generator`` (one ``[F, m]``
 the official code draws from the global RNG on the device).
 
 Other models: the official Qwen2.5-VL variant (``fastvid_qwen25vl``: a mean-query attention at the last vision
-block, ``seg_context_num = max(int(seg_retain*d), 1)`` per segment, ``tau=0.84``) is not implemented; on Qwen the
-algorithm above runs on the adapter's scores (attention received at the last full-attention block).
-
-Signal seam: ``vidcom2.compress`` supplies ``scores`` from ``vidcom2/adapters/encoder_scores.py`` (attention received
-at the feature layer) and no global feature. Until an adapter captures the MAP-head signal, ``signal="encoder"``
-(default) runs on that fallback: frame attention = the encoder scores, global feature = the frame's mean projected
-token; the record's hparams say ``signal``. ``signal="map_head"`` requires ``global_features [F, Dg]`` (and
-``scores`` = the pooled MAP-head attention), passed by calling the method directly.
+block, ``seg_context_num = max(int(seg_retain*d), 1)`` per segment, ``tau=0.84``) is not implemented. Qwen towers have
+no MAP head, so ``signal="map_head"`` is refused there (the adapter's ``map_head`` raises before anything runs);
+``signal="encoder"`` runs the algorithm above on the adapter's encoder scores (attention received at the last
+full-attention block) with the frame's mean projected token as global feature (the official Qwen variant's global
+feature). ``signal="encoder"`` is labelled an approximation (``FastVID(signal="encoder").info.approximation``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from vidcom2.budget import keep_highest, keep_lowest
 from vidcom2.registry import register
@@ -62,32 +61,6 @@ from vidcom2.types import MethodInfo, Selection
 DENSITY_K = 4  # neighbours of the DPC density, self included (official constant)
 NOISE = 1e-6  # density tie-breaking noise (official constant)
 SIGNALS = ("encoder", "map_head")
-
-
-def map_head_signal(hidden: torch.Tensor, head: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global feature and probe attention of SigLIP's attention-pooling head.
-
-    hidden: ``[F, P, D]`` encoder hidden states **after** SigLIP's ``post_layernorm``; head: a transformers
-    ``SiglipMultiheadAttentionPoolingHead`` (``probe``, ``attention`` = ``nn.MultiheadAttention``, ``layernorm``,
-    ``mlp``). Returns ``(global [F, D], attention [F, P])``: the head's pooled output and the probe's attention
-    weights averaged over heads (what the official ``SigLipMultiheadAttentionPoolingHead`` returns; transformers'
-    own head discards the weights).
-    """
-    probe = head.probe.expand(hidden.shape[0], -1, -1).to(hidden.dtype)
-    pooled, weights = head.attention(probe, hidden, hidden, need_weights=True, average_attn_weights=True)
-    pooled = pooled + head.mlp(head.layernorm(pooled))
-    return pooled[:, 0], weights[:, 0]
-
-
-def pool_attention(attention: torch.Tensor, stride: int = 2) -> torch.Tensor:
-    """``[F, P]`` patch attention (square grid) -> ``[F, ceil(side/stride)**2]``, bilinear (``get_attn_2dPool``)."""
-    f, p = attention.shape
-    side = math.isqrt(p)
-    if side * side != p:
-        raise ValueError(f"pool_attention needs a square patch grid, got {p} patches")
-    size = [math.ceil(side / stride)] * 2
-    grid = attention.reshape(f, 1, side, side)
-    return F.interpolate(grid, size=size, mode="bilinear").reshape(f, -1)
 
 
 def segment_sizes(global_features: torch.Tensor, c: int, tau: float) -> list[int]:
@@ -137,32 +110,49 @@ def merge(anchors: torch.Tensor, members: torch.Tensor, beta: float) -> torch.Te
     return w * anchors + (1 - w) * summed / cnt.clamp(min=1)
 
 
+_BASE = dict(
+    name="fastvid",
+    stage="vision_encoder",
+    paper="FastVID (NeurIPS 2025, arXiv 2503.11187)",
+    code="github.com/LunarShen/FastVID fastvid_llavaonevision (a40a109)",
+    stochastic=True,
+)
+#: signal="map_head" (default): the official signal; the record is that of a faithful method
+FAITHFUL = MethodInfo(**_BASE, needs=("scores", "global_features"))
+#: signal="encoder": the fallback signal, labelled
+FALLBACK = MethodInfo(
+    **_BASE,
+    needs=("scores",),
+    approximation="fastvid with signal='encoder': the frame attention is the encoder's attention received and the "
+    "global feature the mean projected token, not SigLIP's MAP-head signal",
+)
+
+
+class _Info:
+    """``FastVID.info``: :data:`FAITHFUL` on the class and for ``signal="map_head"``, :data:`FALLBACK` for
+    ``signal="encoder"`` (what it needs and its label depend on the instance's signal)."""
+
+    def __get__(self, obj, cls=None) -> MethodInfo:
+        return FALLBACK if obj is not None and obj.signal == "encoder" else FAITHFUL
+
+
 @register
 @dataclass(frozen=True)
 class FastVID:
     """dyseg_c / dyseg_tau / stprune_d / dtm_p / dtm_beta: the official ``fastvid_DySeg_c``, ``fastvid_DySeg_tau``,
-    ``fastvid_STPrune_d``, ``fastvid_DTM_p``, ``fastvid_DTM_beta`` (LLaVA-OV script defaults). signal: ``encoder``
-    (the fallback the adapters supply today) or ``map_head`` (the official signal, ``global_features`` required)."""
+    ``fastvid_STPrune_d``, ``fastvid_DTM_p``, ``fastvid_DTM_beta`` (LLaVA-OV script defaults). signal: ``map_head``
+    (the official signal, ``global_features`` required; ``vidcom2.compress`` captures it on the LLaVA families) or
+    ``encoder`` (the labelled fallback: encoder attention received + the mean token)."""
 
-    info: ClassVar[MethodInfo] = MethodInfo(
-        name="fastvid",
-        stage="vision_encoder",
-        paper="FastVID (NeurIPS 2025, arXiv 2503.11187)",
-        code="github.com/LunarShen/FastVID fastvid_llavaonevision (a40a109)",
-        needs=("scores",),
-        approximation="faithful algorithm; with signal='encoder' (the default until an adapter captures SigLIP's "
-        "MAP-head signal) the frame attention is the encoder's attention received and the global feature the mean "
-        "projected token",
-        stochastic=True,
-    )
+    info: ClassVar[MethodInfo] = _Info()
     dyseg_c: int = 8
     dyseg_tau: float = 0.9
     stprune_d: float = 0.4
     dtm_p: int = 4
     dtm_beta: float = 0.6
-    signal: str = "encoder"
+    signal: str = "map_head"
 
-    def _check(self, global_features, f) -> None:
+    def __post_init__(self) -> None:
         for name in ("stprune_d", "dtm_beta"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"fastvid: {name} must be in [0, 1], got {getattr(self, name)}")
@@ -171,10 +161,12 @@ class FastVID:
                 raise ValueError(f"fastvid: {name} must be >= 1, got {getattr(self, name)}")
         if self.signal not in SIGNALS:
             raise ValueError(f"fastvid: signal must be one of {SIGNALS}, got {self.signal!r}")
+
+    def _check(self, global_features, f) -> None:
         if self.signal == "map_head" and (global_features is None or global_features.shape[0] != f):
             raise ValueError(
                 "fastvid: signal='map_head' needs global_features [F, Dg] (the MAP head's pooled output per frame, "
-                "see fastvid.map_head_signal); use signal='encoder' for the fallback"
+                "captured by vidcom2.compress on LLaVA models); use signal='encoder' for the fallback"
             )
 
     def __call__(

@@ -35,22 +35,30 @@ class EncoderScores:
         Qwen: per video of the call, split by ``grid_thw``), ``n`` = LLM tokens per frame.
     keys: matching ``[F, n, head_dim]`` float32 key metrics (mean over heads).
     layer: index of the encoder block whose attention was scored.
+    global_features: with ``signal="map_head"``: one ``[F, Dg]`` float32 tensor per encoder call (the head's pooled
+        vector per frame); ``scores`` then hold the head's attention on the LLM grid and ``keys`` stay empty.
     """
 
     scores: list = field(default_factory=list)
     keys: list = field(default_factory=list)
+    global_features: list = field(default_factory=list)
     layer: int | None = None
 
 
 @contextmanager
-def capture(adapter, model, *, block: int = QUERY_BLOCK) -> Iterator[EncoderScores]:
+def capture(adapter, model, *, block: int = QUERY_BLOCK, head=None) -> Iterator[EncoderScores]:
     """Record encoder scores and keys while the vision encoder runs inside the block; hooks removed on exit.
 
-    adapter: the model family's adapter (``vidcom2.adapters.get_adapter(model)``), which registers the hooks."""
+    adapter: the model family's adapter (``vidcom2.adapters.get_adapter(model)``), which registers the hooks.
+    head: ``None`` (attention received + keys, ``adapter.encoder_score_hooks``) or the adapter's attention-pooling
+        head (``adapter.map_head(model)``): global features + the head's attention (``adapter.map_head_hooks``)."""
     out = EncoderScores()
     handles = []
     try:
-        handles.extend(adapter.encoder_score_hooks(model, out, block))
+        if head is None:
+            handles.extend(adapter.encoder_score_hooks(model, out, block))
+        else:
+            handles.extend(adapter.map_head_hooks(model, out, head))
         yield out
     finally:
         for h in handles:

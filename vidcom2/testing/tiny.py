@@ -128,7 +128,7 @@ def _config(arch: str, tok, text_layers: int):
             num_attention_heads=2,
             image_size=384,
             patch_size=14,
-            vision_use_head=False,
+            vision_use_head=False,  # the MAP head is added by _add_map_head after the seeded build
         )
         return tf.LlavaOnevisionConfig(
             vision_config=vision,
@@ -237,10 +237,26 @@ def build(arch: str, *, text_layers: int = 4, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(config)
+        if arch in _LLAVA:
+            _add_map_head(model, seed)
     model = model.to(torch.float32).eval()
     model.generation_config.pad_token_id = 0
     model.generation_config.eos_token_id = config.get_text_config().eos_token_id
     return model, proc
+
+
+def _add_map_head(model, seed: int) -> None:
+    """Give the LLaVA tower SigLIP's attention-pooling (MAP) head (FastVID's signal; real LLaVA checkpoints drop it),
+    drawn after the rest from its own seed so every other weight is what the head-less build gives; the config says
+    ``vision_use_head=True``, so a saved folder loads with the head."""
+    from transformers.models.siglip.modeling_siglip import SiglipMultiheadAttentionPoolingHead
+
+    tower = model.model.vision_tower
+    tower.config.vision_use_head = True
+    model.config.vision_config.vision_use_head = True
+    torch.manual_seed(seed + 1)
+    tower.head = SiglipMultiheadAttentionPoolingHead(tower.config)
+    tower.use_head = True
 
 
 def save(arch: str, path, *, text_layers: int = 4, seed: int = 0) -> Path:
@@ -252,9 +268,18 @@ def save(arch: str, path, *, text_layers: int = 4, seed: int = 0) -> Path:
     model.save_pretrained(path)
     proc.save_pretrained(path)
     (path / "tiny_model.json").write_text(
-        json.dumps({"arch": arch, "text_layers": text_layers, "seed": seed})
+        json.dumps(manifest(arch, text_layers=text_layers, seed=seed))
     )
     return path
+
+
+#: bumped when the tiny configs change (2: the LLaVA towers carry SigLIP's MAP head), so cached folders are rebuilt
+VERSION = 2
+
+
+def manifest(arch: str, *, text_layers: int = 4, seed: int = 0) -> dict:
+    """What ``tiny_model.json`` of a :func:`save` folder holds (a cached folder with another manifest is stale)."""
+    return {"arch": arch, "text_layers": text_layers, "seed": seed, "version": VERSION}
 
 
 def make_video(frames: int = 8, height: int = 112, width: int = 140, seed: int = 0) -> np.ndarray:

@@ -62,10 +62,40 @@ def hf_positions(model, inputs, arch):
     return pos.masked_fill((am == 0)[None], 1)  # padding columns: 1, as generate numbers them
 
 
+def map_head_signal(model, pixels, pool):
+    """FastVID's MAP-head signal of one video written out from raw transformers modules: the tower's hidden state
+    ``vision_feature_layer`` (what the projector reads), ``post_layernorm``, the head by hand
+    (``ref_fastvid.map_head_reference``); the head's attention ``[F, 27, 27]`` pooled by ``pool`` (LLaVA-OV:
+    bilinear to 14 x 14, LLaVA-Video: ``avg_pool2d`` 2). Returns (global ``[F, D]``, scores ``[F, n]``)."""
+    from tests.vidcom2.methods.ref_fastvid import map_head_reference
+
+    tower = model.model.vision_tower
+    hidden = tower(pixels.flatten(0, 1), output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
+    glob, attn = map_head_reference(tower.post_layernorm(hidden), tower.head)
+    side = math.isqrt(attn.shape[1])
+    return glob, pool(attn.view(-1, 1, side, side)).flatten(1)
+
+
+def bilinear_half(grid):
+    """LLaVA-OV's (and the official ``get_attn_2dPool``'s) pooling: bilinear to ``ceil(side / 2)``."""
+    side = math.ceil(grid.shape[-1] / 2)
+    return torch.nn.functional.interpolate(grid, size=[side, side], mode="bilinear")
+
+
 def selections(model, inputs, arch, method, ratio, seed=0, **hparams):
     """One ``vidcom2.apply`` per video; vision-encoder methods get the scores / keys that
-    ``vidcom2.stages.encoder.capture`` records around the encoder call (that module has its own tests)."""
-    if vidcom2.get_method(method, **hparams).info.stage != "vision_encoder":
+    ``vidcom2.stages.encoder.capture`` records around the encoder call (that module has its own tests), methods that
+    need global features the MAP-head signal written out here (:func:`map_head_signal`)."""
+    info = vidcom2.get_method(method, **hparams).info
+    if "global_features" in info.needs:
+        feats, out = full_features(model, inputs, arch)
+        pixels = inputs["pixel_values_videos"]
+        sels = []
+        for v, f in enumerate(feats):
+            glob, scores = map_head_signal(model, pixels[v : v + 1], bilinear_half)
+            sels.append(vidcom2.apply(method, f, ratio, scores=scores, global_features=glob, seed=seed, **hparams))
+        return sels, feats, out
+    if info.stage != "vision_encoder":
         feats, out = full_features(model, inputs, arch)
         return [vidcom2.apply(method, f, ratio, seed=seed, **hparams) for f in feats], feats, out
     from vidcom2.adapters import get_adapter

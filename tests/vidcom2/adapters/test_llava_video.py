@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import vidcom2
 from tests.vidcom2._helpers import generate_compressed
+from tests.vidcom2.adapters.reference import map_head_signal
 from vidcom2.adapters import adapter_for, family_of, get_adapter
 from vidcom2.adapters.llava_video import rewrite_prompt
 from vidcom2.stages.rebuild import shrink
@@ -135,7 +136,11 @@ def check_against_reference(model, batch, method, ratio, order, position_mode, *
         frames = reference_frames(model, batch["pixel_values_videos"])
         flat = frames.reshape(FRAMES, POOLED * POOLED, -1)
         aux = {}
-        if vidcom2.get_method(method).info.stage == "vision_encoder":
+        if "global_features" in vidcom2.get_method(method).info.needs:  # FastVID: the MAP head, avg-pooled 27 -> 13
+            aux["global_features"], aux["scores"] = map_head_signal(
+                model, batch["pixel_values_videos"], lambda grid: F.avg_pool2d(grid, 2)
+            )
+        elif vidcom2.get_method(method).info.stage == "vision_encoder":
             aux["scores"], aux["keys"] = reference_scores(model, batch["pixel_values_videos"])
         sel = vidcom2.apply(method, flat, ratio, seed=0, **aux)
         merged = sel.gather(flat)  # [K, D] in sequence order (merged / reordered features included)

@@ -118,7 +118,8 @@ def fastvid(x, attn, glob, r, generator, c=8, tau=0.9, d=0.4, p=4, beta=0.6):
 
 
 def kept_count(x, attn, r, c=8, tau=0.9, d=0.4, p=4):
-    """Total kept tokens (the contract suite's rule; the global feature is the fallback mean token)."""
+    """Total kept tokens (the contract suite's rule; the global feature is the frame's mean token, what the contract
+    passes as ``global_features`` and the fallback signal uses)."""
     f, n = x.shape[:2]
     if r >= 1.0:
         return f * n

@@ -8,6 +8,7 @@ from transformers.models.siglip.modeling_siglip import SiglipMultiheadAttentionP
 
 import vidcom2
 from tests.vidcom2.methods import ref_fastvid as ref
+from vidcom2.adapters._siglip_head import map_head_signal
 from vidcom2.methods import fastvid
 
 
@@ -30,21 +31,12 @@ def test_map_head_signal_matches_the_head_written_out():
     head = _head()
     hidden = torch.randn(3, 49, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        glob, attn = fastvid.map_head_signal(hidden, head)
+        glob, attn = map_head_signal(hidden, head)
         want_glob, want_attn = ref.map_head_reference(hidden, head)
         assert torch.allclose(glob, head(hidden), atol=1e-6)  # transformers' own head: the same pooled output
     assert glob.shape == (3, 32) and attn.shape == (3, 49)
     assert torch.allclose(glob, want_glob, atol=1e-5) and torch.allclose(attn, want_attn, atol=1e-6)
     assert torch.allclose(attn.sum(dim=1), torch.ones(3), atol=1e-6)
-
-
-def test_pool_attention_is_the_bilinear_half_grid():
-    attn = torch.arange(27 * 27, dtype=torch.float32).view(1, -1).repeat(2, 1)
-    pooled = fastvid.pool_attention(attn)
-    assert pooled.shape == (2, 196)  # LLaVA-OV: 27x27 -> 14x14, as the features
-    assert torch.allclose(fastvid.pool_attention(torch.full((1, 729), 0.5)), torch.full((1, 196), 0.5))
-    with pytest.raises(ValueError, match="square"):
-        fastvid.pool_attention(torch.ones(1, 10))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -66,10 +58,21 @@ def test_fastvid_equals_the_reference_with_the_map_head_signal(dtype, f, n, r, p
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fastvid_fallback_signal_is_the_mean_token_and_the_scores(dtype):
     x, attn = _video(10, 36, 16, seed=3, dtype=dtype)
-    sel = vidcom2.apply("fastvid", x, 0.25, scores=attn, seed=4)
+    sel = vidcom2.apply("fastvid", x, 0.25, scores=attn, seed=4, signal="encoder")
     keep, out = ref.fastvid(x, attn, x.mean(dim=1), 0.25, torch.Generator().manual_seed(4))
     assert torch.equal(sel.keep, keep) and sel.stats["signal"] == "encoder"
+    # the same frames with the mean token passed as the MAP-head global feature: the same selection
+    same = vidcom2.apply("fastvid", x, 0.25, scores=attn, seed=4, global_features=x.mean(dim=1))
+    assert torch.equal(same.keep, keep) and same.stats["signal"] == "map_head"
     assert int(keep.sum()) == ref.kept_count(x, attn, 0.25)
+
+
+def test_the_default_signal_is_the_map_head_and_the_fallback_is_labelled():
+    faithful, fallback = vidcom2.get_method("fastvid"), vidcom2.get_method("fastvid", signal="encoder")
+    assert faithful.signal == "map_head" and faithful.info.approximation is None
+    assert "global_features" in faithful.info.needs and "global_features" not in fallback.info.needs
+    assert "signal='encoder'" in fallback.info.approximation
+    assert vidcom2.registry.method_class("fastvid").info.approximation is None  # the class: the default signal
 
 
 def test_budget_arithmetic_of_the_llava_ov_script():
@@ -86,7 +89,7 @@ def test_budget_arithmetic_of_the_llava_ov_script():
 
 def test_salient_tokens_are_kept_unchanged_and_anchors_are_merged():
     x, attn = _video(4, 25, 8, seed=11, dtype=torch.float32, scenes=4)
-    sel = vidcom2.apply("fastvid", x, 0.4, scores=attn)
+    sel = vidcom2.apply("fastvid", x, 0.4, scores=attn, signal="encoder")
     salient = 10 - int(10 * 0.4)
     top = attn.topk(salient, dim=1).indices
     assert bool(sel.keep.gather(1, top).all())
@@ -98,7 +101,9 @@ def test_salient_tokens_are_kept_unchanged_and_anchors_are_merged():
 def test_bad_hyper_parameters_and_a_missing_global_feature_are_refused():
     x, attn = _video(3, 9, 4, seed=1, dtype=torch.float32)
     with pytest.raises(ValueError, match="global_features"):
-        vidcom2.apply("fastvid", x, 0.5, scores=attn, signal="map_head")
+        vidcom2.apply("fastvid", x, 0.5, scores=attn)
+    with pytest.raises(ValueError, match=r"global_features must have shape \[F, Dg\] with F = 3"):
+        vidcom2.apply("fastvid", x, 0.5, scores=attn, global_features=torch.ones(2, 4))
     with pytest.raises(ValueError, match="signal must be one of"):
         vidcom2.apply("fastvid", x, 0.5, scores=attn, signal="mean")
     with pytest.raises(ValueError, match="stprune_d"):
