@@ -109,6 +109,8 @@ sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yam
 # generated tiny hub with a random-weight tiny model (accuracy meaningless there), through lmms-eval's real evaluator
 # (docs/harness.md). It ends with the synthetic method x ratio x task table and its two plots. On the 3-layer trained
 # LLM sparsevlm prunes after layers 0/1/2, pdrop's stages start at layers 1/2 and dycoke's stage 2 runs at layer 1; dycoke_ttm / dycoke run at DyCoke's
+# fastvid runs on the encoder's attention (signal=encoder, a labelled approximation): the trained checkpoint has no
+# SigLIP MAP head and the official one is not downloaded offline; dycoke_ttm / dycoke run
 # budget-matched at r = 0.5 (the lowest a 4-frame TTM reaches: frames 0 and 2 stay whole) and at DyCoke's nominal
 # K = 0.75 under the 0.25 label (the table shows the retention realised).
 # The random-weight tiny_* x every-method mechanics are covered by the tests (tests/integration).
@@ -137,7 +139,8 @@ demo: install ## offline demo: real-format path (built-in tasks, tiny hub), then
 demo-synthetic: install ## the trained tiny model on the synthetic benchmark, vanilla + every method x 4 ratios, per-task table + plots (SYNTH_MODEL=trained_tiny_qwen2_5_vl)
 	$(PY) scripts/make_tiny_benchmarks.py >/dev/null
 	$(SYNTH_RUN) method=none
-	$(SYNTH_RUN) 'method=glob(*,exclude=[none,dycoke,dycoke_ttm,sparsevlm,pdrop])' retention_ratio=$(SYNTH_RATIOS)
+	$(SYNTH_RUN) 'method=glob(*,exclude=[none,dycoke,dycoke_ttm,sparsevlm,pdrop,fastvid])' retention_ratio=$(SYNTH_RATIOS)
+	$(SYNTH_RUN) method=fastvid method.signal=encoder retention_ratio=$(SYNTH_RATIOS)
 	$(SYNTH_RUN) method=dycoke_ttm retention_ratio=0.5
 	$(SYNTH_RUN) method=dycoke_ttm method.merge_ratio=0.75 retention_ratio=0.25
 	$(SYNTH_RUN) method=dycoke method.stage2_layer=1 retention_ratio=0.5
