@@ -108,7 +108,7 @@ sweep: install ## method x ratio grid by Hydra multirun, conf/sweep/$(SWEEP).yam
 # of all six real benchmarks (MVBench, VideoMME, LongVideoBench, MLVU, EgoSchema, PerceptionTest) served from the
 # generated tiny hub with a random-weight tiny model (accuracy meaningless there), through lmms-eval's real evaluator
 # (docs/harness.md). It ends with the synthetic method x ratio x task table and its two plots. On the 3-layer trained
-# LLM sparsevlm prunes after layers 0/1/2, pdrop's stages start at layers 1/2 and dycoke's stage 2 runs at layer 1;
+# LLM sparsevlm prunes after layers 0/1 (its two stages; the output of the last layer is never pruned), pdrop's stages start at layers 1/2 and dycoke's stage 2 runs at layer 1;
 # fastvid runs on the encoder's attention (signal=encoder, a labelled approximation): the trained checkpoint has no
 # SigLIP MAP head and the official one is not downloaded offline; dycoke_ttm / dycoke run
 # budget-matched at r = 0.5 (the lowest a 4-frame TTM reaches: frames 0 and 2 stay whole) and at DyCoke's nominal
@@ -146,7 +146,7 @@ demo-synthetic: install ## the trained tiny model on the synthetic benchmark, va
 	$(SYNTH_RUN) method=dycoke method.stage2_layer=1 retention_ratio=0.5
 	$(SYNTH_RUN) method=dycoke method.stage2_layer=1 method.merge_ratio=0.75 retention_ratio=0.25
 	$(SYNTH_RUN) method=pdrop 'method.layers=[1,2]' retention_ratio=$(SYNTH_RATIOS)
-	$(SYNTH_RUN) method=sparsevlm 'method.layers=[0,1,2]' retention_ratio=$(SYNTH_RATIOS)
+	$(SYNTH_RUN) method=sparsevlm 'method.layers=[0,1]' retention_ratio=$(SYNTH_RATIOS)
 	$(PY) -m eval.synthetic --model $(SYNTH_MODEL)
 
 # LLaVA-OV (docs/synthetic.md): phase 1 (base: all tokens, 1500 steps) into .cache/train_tiny/, then phase 2 (augment:
