@@ -64,6 +64,9 @@ KINDS = ("mvbench", "videomme", "longvideobench", "mlvu", "egoschema", "percepti
 # ``budget`` and ``retention_ratio`` enter resolved (method hyper-parameters; 1.0 for none), ``device`` as its kind.
 NON_IDENTITY_KEYS = ("progress", "results_dir", "logger", "force", "cache_dir", "tiny_data", "hydra", "table",
                      "sweep", "budget", "retention_ratio", "device", "method", "model", "benchmark")  # fmt: skip
+# Root keys added after records existed, with the value every earlier run implicitly had: at that value they stay out
+# of the identity, so earlier records keep their hash (batch 1 is how every run went before `batch_size` existed)
+IMPLICIT_BEFORE = {"batch_size": 1}
 # Model keys that only label a run (the table name, the paper's name, the random-weights warning)
 MODEL_LABELS = ("paper_model", "random_weights")
 HASH_LEN = 10
@@ -78,8 +81,9 @@ def identity(config: dict, hparams: dict, retention_ratio: float, device_kind: s
     ``device_kind``: ``cpu`` / ``cuda`` / ``mps`` (the index of a data-parallel process is not part of it).
     """
     root = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    if root.get("batch_size") == 1:  # batch 1 is how every run went before the key existed: those records stay valid
-        del root["batch_size"]
+    for key, implicit in IMPLICIT_BEFORE.items():
+        if key in root and root[key] == implicit:
+            del root[key]
     model = {k: v for k, v in (config.get("model") or {}).items() if k not in MODEL_LABELS}
     method = {"name": (config.get("method") or {}).get("name"), **hparams}
     return _jsonable({"benchmark": config.get("benchmark"), "model": model, "method": method,

@@ -42,6 +42,16 @@ class MethodInfo:
         return (self.stage, "decode") if self.decode else (self.stage,)
 
     @property
+    def single_prompt(self) -> str | None:
+        """Why ``generate`` must get one prompt at a time with this method (``None``: left-padded batches work):
+        in-LLM pruning and decode-time KV pruning keep a different set per prompt, and their stages refuse batches."""
+        if self.stage == "in_llm":
+            return "in-LLM pruning runs one prompt per generate() (vidcom2 refuses batches)"
+        if self.decode:
+            return "decode-time KV pruning runs one prompt per generate() (vidcom2 refuses batches)"
+        return None
+
+    @property
     def needs_attention(self) -> bool:
         return "scores" in self.needs
 

@@ -57,16 +57,11 @@ def split_method_kwargs(method: str, kwargs: dict) -> dict:
 
 
 def batch_fallback(method: str, hparams: dict | None = None) -> str | None:
-    """Why ``method`` (with ``hparams``) must run one prompt per ``generate`` (``None``: it batches). vidcom2 refuses
-    batches of more than one prompt for in-LLM pruning and for decode-time KV pruning (kept sets differ per prompt)."""
+    """Why ``method`` (with ``hparams``) must run one prompt per ``generate`` (``None``: it batches); the library's
+    own answer, ``MethodInfo.single_prompt``."""
     from vidcom2.registry import get_method
 
-    impl = get_method(method, **(hparams or {}))  # validates the hyper-parameters
-    if impl.info.stage == "in_llm":
-        return "in-LLM pruning runs one prompt per generate() (vidcom2 refuses batches)"
-    if impl.info.decode:  # may act while decoding (its plan decides per instance): one prompt at a time
-        return "decode-time KV pruning runs one prompt per generate() (vidcom2 refuses batches)"
-    return None
+    return get_method(method, **(hparams or {})).info.single_prompt  # validates the hyper-parameters
 
 
 def accepted_kwargs(cls) -> set[str]:
@@ -288,7 +283,7 @@ class Harnessed:
 
         t0 = now()
         try:
-            answers, infos, _ = run_batch(batch, self._in_gate, generate, pad, eos)
+            answers, infos = run_batch(batch, self._in_gate, generate, pad, eos)
         finally:
             self.__dict__.pop("_gate", None)
         wall, n = now() - t0, len(batch)

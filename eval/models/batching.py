@@ -161,13 +161,13 @@ class GateModel:
         return self._gate.submit(kwargs, self._describe(kwargs))
 
 
-def run_batch(requests: list, per_request, generate, pad_id: int, eos) -> tuple[list[str], list[dict], Gate]:
+def run_batch(requests: list, per_request, generate, pad_id: int, eos) -> tuple[list[str], list[dict]]:
     """Answer ``requests`` with one ``generate`` call.
 
     per_request(request, gate): runs one request's own path in a worker thread (its model stand-in is a GateModel on
     ``gate``) and returns its answer; generate(**kwargs): the real (timed) generate; ``pad_id`` / ``eos``: the
-    tokenizer's pad id and the end-of-sequence id(s) the rows are cut at. Returns the answers, what each request's
-    generate saw, and the gate (its slots' inputs, for the caller's measurements). The first error of any request
+    tokenizer's pad id and the end-of-sequence id(s) the rows are cut at. Returns the answers and what each request's
+    generate saw. The first error of any request
     (in request order) or of the batched generate is raised after every thread has stopped.
     """
     gate = Gate(len(requests))
@@ -206,4 +206,4 @@ def run_batch(requests: list, per_request, generate, pad_id: int, eos) -> tuple[
     first = first or next((e for e in errors if e is not None), None)
     if first is not None:
         raise first
-    return answers, [s.info for s in gate.slots], gate
+    return answers, [s.info for s in gate.slots]
