@@ -41,7 +41,7 @@ def test_bench_e2e_smoke_writes_spreads_and_throughput(tmp_path, capsys):
     out = tmp_path / "latest.json"
     bench_e2e.main(["--size", "tiny", "--device", "cpu", "--frames", "2", "--ratios", "0.25", "--methods", "vidcom2",
                     "--repeats", "2", "--new-tokens", "2", "--scaling-frames", "--batch-sizes", "1", "2",
-                    "--throughput-methods", "none", "vidcom2", "--out", str(out)])
+                    "--throughput-methods", "none", "vidcom2", "fastv", "--out", str(out)])
     data = json.loads(out.read_text())
     rows = {r["method"]: r for r in data["rows"]}
     assert set(rows) == {"none", "vidcom2"}
@@ -51,10 +51,11 @@ def test_bench_e2e_smoke_writes_spreads_and_throughput(tmp_path, capsys):
                                                     "noisy": False}  # fmt: skip
     assert rows["vidcom2"]["visual_tokens_out"] < rows["vidcom2"]["visual_tokens_in"] == 2 * 196
     tp = {(t["method"], t["batch_size"]): t for t in data["throughput"]}
-    assert set(tp) == {("none", 1), ("none", 2), ("vidcom2", 1), ("vidcom2", 2)}
+    assert set(tp) == {("none", 1), ("none", 2), ("vidcom2", 1), ("vidcom2", 2)}  # fastv: one prompt per generate
     assert tp[("none", 1)]["vs_batch1"]["median"] == 1.0 and tp[("none", 2)]["samples_per_s"]["median"] > 0
     assert data["noise"]["ratios"] == 2 and "loadavg" in data["machine"]
-    assert "samples/s" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "samples/s" in printed and "throughput: fastv skipped: in-LLM pruning runs one prompt" in printed
 
 
 def test_bench_select_growth_table(tmp_path, capsys):
