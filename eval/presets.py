@@ -155,10 +155,11 @@ def row_status(
         return "not implemented"
     if not (CONF_DIR / "method" / f"{method}.yaml").is_file():
         return f"no conf/method/{method}.yaml"
-    from eval import validate
+    from eval import compression, validate
+    from vidcom2.registry import get_method
 
-    try:  # the family has an adapter and the method's stage machinery is installed (what compress checks first)
-        validate.check_compatible(family, method)
+    try:  # the family has an adapter (what compress checks first)
+        validate.check_compatible(family, get_method(method))
     except validate.ConfigError:
         return f"not supported by {family}"
     if pretrained is not None:
@@ -166,9 +167,9 @@ def row_status(
 
         try:
             conf = {**yaml.safe_load((CONF_DIR / "method" / f"{method}.yaml").read_text()), **(overrides or {})}
-            hparams = validate.method_hparams(conf, None)
+            impl = compression.instantiate_method(conf)
             for ratio in ratios:
-                validate.check_compatible(family, method, None, hparams, ratio, pretrained)
+                validate.check_compatible(family, impl, None, compression.run_ratio(method, ratio), pretrained)
         except validate.ConfigError:
             depth = validate.llm_depth(pretrained)
             model = f"the {depth}-layer LLM" if depth else pretrained

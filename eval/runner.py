@@ -1,7 +1,8 @@
 """One run, from a resolved config to a written record: validate, skip if finished, evaluate, measure, write.
 
 Order matters: every check that can fail without weights runs before the model loads (:func:`prepare`: types and
-ranges of every key, names and ``_target_`` allowlists, ratio, method and hyper-parameters, device, results folder,
+ranges of every key, names and ``_target_`` allowlists, the compression (:mod:`eval.compression`: the method
+instance built by Hydra ``instantiate`` and validated by the library, the ratio checked once), device, results folder,
 logger, model/method pair, checkpoint and its architecture, task files, videos). The run's identity (its resolved,
 result-affecting configuration, :func:`eval.record.identity`) names its record folder, so a rerun skips only an
 identical run. The record is written last and atomically, after the per-sample log, so a record on disk always
@@ -18,7 +19,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval import accuracy, distributed, hubdata, measure, record, sampling, validate
+from eval import (
+    accuracy,
+    compression,
+    config_shape,
+    distributed,
+    hubdata,
+    measure,
+    record,
+    sampling,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +53,9 @@ def split_model_cfg(model_cfg: dict) -> tuple[dict, dict]:
     return meta, init
 
 
-def load_model(init: dict, *, method: str, ratio: float, seed: int, hparams: dict, warmup: int, device: str, progress: bool,
+def load_model(init: dict, *, method, ratio: float, seed: int, hparams: dict, warmup: int, device: str, progress: bool,
                position_mode: str | None = None, batch_size: int = 1):
-    """Build (or reuse) the wrapper and set this run's method on it."""
+    """Build (or reuse) the wrapper and set this run's method (the instance :mod:`eval.compression` built) on it."""
     from hydra.utils import get_class
 
     key = json.dumps([init, device], sort_keys=True, default=str)
@@ -53,7 +64,7 @@ def load_model(init: dict, *, method: str, ratio: float, seed: int, hparams: dic
         _LOADED.clear()  # at most one model in memory
         from eval.models import WRAPPERS
 
-        cls = get_class(validate.check_target("model._target_", init["_target_"], tuple(WRAPPERS.values())))
+        cls = get_class(config_shape.check_target("model._target_", init["_target_"], tuple(WRAPPERS.values())))
         kwargs = {k: v for k, v in init.items() if k != "_target_"}
         lm = cls(method=method, retention_ratio=ratio, seed=seed, hparams=hparams, warmup=warmup, device=device,
                  progress=progress, position_mode=position_mode, batch_size=batch_size, **kwargs)
@@ -93,7 +104,7 @@ def run(cfg) -> Path:
     c = resolved(cfg)
     hubdata.resolve_hf_home()  # one absolute HF_HOME for every built-in task's utils.py (read at their import)
     w = distributed.world()
-    validate.check_root(c)
+    config_shape.check_root(c)
     # the tiny tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable
     with distributed.fail_fast(w), env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())):
         return _run(c, w)
@@ -113,35 +124,47 @@ def resolved(cfg) -> dict:
 
 @dataclass
 class Plan:
-    """What one run is, decided before anything heavy: identity, record path, the checked settings."""
+    """What one run is, decided before anything heavy: identity, record path, the checked settings.
+
+    ``compression``: the method instance, its hyper-parameters and the checked ratio (:mod:`eval.compression`);
+    ``method`` / ``ratio`` / ``hparams`` are its name, ratio and configured hyper-parameters."""
 
     meta: dict
     init: dict
-    method: str
-    ratio: float
-    hparams: dict
+    compression: compression.Compression
     device_kind: str
     identity: dict
     identity_hash: str
     path: Path
 
+    @property
+    def method(self) -> str:
+        return self.compression.name
+
+    @property
+    def ratio(self) -> float:
+        return self.compression.retention_ratio
+
+    @property
+    def hparams(self) -> dict:
+        return self.compression.hparams
+
 
 def plan(c: dict) -> Plan:
     """Check every harness key and derive the run's identity and record path (no model, no data touched)."""
-    validate.check_root(c)
+    config_shape.check_root(c)
     validate.check_model_group(c["model"])
     meta, init = split_model_cfg(c["model"])
-    method = c["method"]["name"]
-    ratio = validate.check_ratio(method, c["retention_ratio"])
-    hparams = validate.method_hparams(c["method"], c.get("budget"))
+    comp = compression.build(c)
     device_kind = validate.check_device(c["device"])
-    ident = record.identity(c, hparams, ratio, device_kind)
+    ident = record.identity(c, comp.hparams, comp.retention_ratio, device_kind)
     h = record.identity_hash(ident)
     try:
-        path = record.record_path(c["results_dir"], c["benchmark"]["name"], meta["name"], method, ratio, c["seed"], h)
+        path = record.record_path(c["results_dir"], c["benchmark"]["name"], meta["name"], comp.name,
+                                  comp.retention_ratio, c["seed"], h)
     except ValueError as e:
         raise validate.ConfigError(str(e)) from None
-    return Plan(meta, init, method, ratio, hparams, device_kind, ident, h, path)
+    return Plan(meta, init, comp, device_kind, ident, h, path)
 
 
 def prepare(c: dict, w: distributed.World):
@@ -154,7 +177,7 @@ def prepare(c: dict, w: distributed.World):
         record.clean_stale_temps(p.path.parent)  # temp files of writers killed in an earlier run
     if p.path.exists() and not c.get("force") and record.is_finished(p.path, p.identity_hash):
         return p, mirror, True
-    validate.check_compatible(p.meta["family"], p.method, c.get("position_mode"), p.hparams, p.ratio, pretrained)
+    validate.check_compatible(p.meta["family"], p.compression.method, c.get("position_mode"), p.ratio, pretrained)
     validate.check_pretrained(pretrained, bool(p.meta["random_weights"]))
     validate.check_checkpoint_family(p.meta["family"], pretrained)
     validate.check_task_files(bench)
@@ -168,7 +191,7 @@ def prepare(c: dict, w: distributed.World):
 
 def _run(c: dict, w: distributed.World) -> Path:
     p, mirror, skip = prepare(c, w)
-    bench, path, method, ratio, hparams = c["benchmark"], p.path, p.method, p.ratio, p.hparams
+    bench, path, ratio, hparams = c["benchmark"], p.path, p.ratio, p.hparams
     if skip:
         if w.main:
             print(f"[skip] {path} exists (finished, same identity); force=true redoes it")
@@ -181,7 +204,7 @@ def _run(c: dict, w: distributed.World) -> Path:
     device = distributed.process_device(resolve_device(c["device"]), w)
     distributed.prepare_backend(device, w)
     t0 = time.perf_counter()
-    lm = load_model(p.init, method=method, ratio=ratio, seed=c["seed"], hparams=hparams, warmup=c["warmup"],
+    lm = load_model(p.init, method=p.compression.method, ratio=ratio, seed=c["seed"], hparams=hparams, warmup=c["warmup"],
                     device=device, progress=c.get("progress", True), position_mode=c.get("position_mode"),
                     batch_size=int(c.get("batch_size", 1)))
     measure.reset_peak_memory()  # CUDA peak = weights + this run's inference (not an earlier run's or the loading's)
@@ -199,7 +222,7 @@ def _run(c: dict, w: distributed.World) -> Path:
     if not rows:
         raise RuntimeError("the model recorded no samples: generation never ran")
     peaks = [pk for _, pk in per_rank]
-    rec = build_record(c, p.meta, bench, method, ratio, hparams, results, rows, lm, wall, device, peak=max(peaks))
+    rec = build_record(c, p.meta, bench, p.compression, results, rows, lm, wall, device, peak=max(peaks))
     rec.update(identity=p.identity, identity_hash=p.identity_hash)
     rec["efficiency"]["load_s"] = t_eval - t0
     rec["data_parallel"] = {
@@ -216,11 +239,11 @@ def _run(c: dict, w: distributed.World) -> Path:
     return path
 
 
-def build_record(c, meta, bench, method, ratio, hparams, results, rows, lm, wall, device, peak=None) -> dict:
+def build_record(c, meta, bench, comp, results, rows, lm, wall, device, peak=None) -> dict:
     from eval import env
-    from vidcom2.registry import get_method
 
-    info = get_method(method, **hparams).info  # per instance: fastvid signal=encoder is labelled, map_head is not
+    method, ratio, hparams = comp.name, comp.retention_ratio, comp.hparams
+    info = comp.method.info  # per instance: fastvid signal=encoder is labelled, map_head is not
     hf = lm.hf_model
     shape = measure.LLMShape.from_config(hf.config)
     fed = [r["frames_fed"] for r in rows if r.get("frames_fed") is not None]

@@ -1,4 +1,8 @@
-"""Checks made before any weights load, each failing with an error that names the problem and the fix.
+"""Checks made before any weights load of what the config refers to and the library cannot check: the data, the
+checkpoints, the devices, the results folder, the model group against the wrappers, the logger, the task files.
+Each fails with an error that names the problem and the fix. The config's own shape (types, ranges, names,
+``_target_`` allowlists) is :mod:`eval.config_shape`; the method and the ratio are built and checked once by
+:mod:`eval.compression` (the library's own checks).
 
 Unknown model / benchmark / method config names are refused by Hydra itself, which lists the available options.
 """
@@ -10,49 +14,18 @@ import json
 import os
 from pathlib import Path
 
+from eval.config_shape import (
+    ATTN_IMPLEMENTATIONS,
+    DTYPES,
+    LOGGER_TARGETS,
+    ConfigError,  # re-exported: the harness's one error type, raised by every check
+    _named,
+    _reject_nested_targets,
+    check_bool,
+    check_int,
+    check_target,
+)
 from eval.evaluate import TASKS_DIR
-
-
-class ConfigError(ValueError):
-    """A run configuration that cannot work; the message says how to fix it."""
-
-
-def check_ratio(method: str, retention_ratio) -> float:
-    """The ratio the run uses; checked for every method (vanilla too, which then always runs at 1.0)."""
-    from vidcom2.budget import check_ratio as _check
-
-    try:
-        r = _check(retention_ratio)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{e}. Set retention_ratio=<r> with 0 < r <= 1 (e.g. retention_ratio=0.25).") from None
-    return 1.0 if method == "none" else r
-
-
-def method_hparams(method_cfg: dict, budget: str | None) -> dict:
-    """The method's hyper-parameters from its config, with the root ``budget`` override applied and checked."""
-    from vidcom2.budget import ALLOCATORS
-    from vidcom2.registry import get_method, hparam_names, list_methods
-
-    name = method_cfg.get("name")
-    if name not in list_methods():
-        raise ConfigError(f"method.name={name!r} is not a method vidcom2 registers; choose method=<name> from "
-                          f"{', '.join(list_methods())}")
-    hp = {k: v for k, v in method_cfg.items() if k not in ("_target_", "name")}
-    if budget is not None:
-        if budget not in ALLOCATORS:
-            raise ConfigError(f"budget must be one of {ALLOCATORS} (or null for the method's default), got {budget!r}")
-        if "budget" not in hparam_names(name):
-            with_budget = [m for m in list_methods() if "budget" in hparam_names(m)]
-            raise ConfigError(
-                f"method {name!r} has no per-frame budget allocator; budget={budget} applies to {', '.join(with_budget)}. "
-                "Drop the budget override."
-            )
-        hp["budget"] = budget
-    try:
-        get_method(name, **hp)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"method {name!r}: {e}") from None
-    return hp
 
 
 def llm_depth(pretrained: str) -> int | None:
@@ -67,53 +40,37 @@ def llm_depth(pretrained: str) -> int | None:
     return getattr(text, "num_hidden_layers", None)
 
 
-def check_compatible(
-    family: str,
-    method: str,
-    position_mode: str | None = None,
-    hparams: dict | None = None,
-    retention_ratio: float = 1.0,
-    pretrained: str | None = None,
-) -> None:
+def check_compatible(family: str, method, position_mode: str | None = None, retention_ratio: float = 1.0,
+                     pretrained: str | None = None) -> None:
     """Refuse a model family / method / setting combination ``vidcom2.compress`` would refuse, before loading.
 
-    Checks, like ``compress`` does at entry: an adapter exists for the family; the method's stage module
-    (``vidcom2.stages.encoder`` for vision-encoder methods, ``vidcom2.stages.in_llm`` for in-LLM methods) is installed; an explicit
-    ``position_mode`` is one the family's adapter offers (pre-LLM and vision-encoder methods; in-LLM methods follow
-    their own position rule); and for in-LLM methods, when the checkpoint's config is on disk, that the method's
-    pruning layers fit the LLM's depth (the plan ``vidcom2.stages.in_llm.plan_for`` would build at the first sample).
+    ``method``: the method instance (:mod:`eval.compression`). Checks, like ``compress`` does at entry: an adapter
+    exists for the family; an explicit ``position_mode`` is one the family's adapter offers (pre-LLM and
+    vision-encoder methods; in-LLM methods follow their own position rule); and for in-LLM methods, when the
+    checkpoint's config is on disk, that the method's pruning layers fit the LLM's depth (the plan
+    ``vidcom2.stages.in_llm.plan_for`` would build at the first sample).
     """
-    import importlib
-
     from vidcom2.adapters import adapter_for, list_adapters
-    from vidcom2.registry import method_class
 
     if family not in list_adapters():
         raise ConfigError(f"model.family={family!r} has no vidcom2 adapter: set model.family to one of "
                           f"{', '.join(list_adapters())}")
-    stage = method_class(method).info.stage
-    module = {"vision_encoder": "encoder", "in_llm": "in_llm"}.get(stage)
-    if module is not None:
-        try:
-            importlib.import_module(f"vidcom2.stages.{module}")
-        except ModuleNotFoundError as e:
-            raise ConfigError(f"method {method!r} ({stage}) cannot run on {family}: vidcom2.stages.{module} is missing ({e})") from None
+    name, stage = method.info.name, method.info.stage
     depth = llm_depth(pretrained) if (stage == "in_llm" and pretrained) else None
     if depth is not None:
-        from vidcom2.registry import get_method
         from vidcom2.stages.in_llm import plan_for
 
         try:
-            plan_for(get_method(method, **(hparams or {})), retention_ratio, depth, 196, mrope=False)
+            plan_for(method, retention_ratio, depth, 196, mrope=False)
         except ValueError as e:
             raise ConfigError(
-                f"model {pretrained} ({depth}-layer LLM) cannot run method {method!r} with these settings: {e}"
+                f"model {pretrained} ({depth}-layer LLM) cannot run method {name!r} with these settings: {e}"
             ) from None
     if position_mode is not None and stage != "in_llm":
         modes = adapter_for(family).position_modes
         if position_mode not in modes:
             raise ConfigError(
-                f"model family {family!r} cannot run method {method!r} with position_mode={position_mode!r}; "
+                f"model family {family!r} cannot run method {name!r} with position_mode={position_mode!r}; "
                 f"this family offers {', '.join(modes)} (or position_mode=null for its default)"
             )
 
@@ -240,35 +197,14 @@ def _undecodable(path: str, size: int, mtime_ns: int) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------ harness keys (issue 13)
+# ------------------------------------------------------------------------------ the model group, the machine
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 # conf/model family -> the config.json ``model_type`` values its checkpoints have (LLaVA-Video loads as LLaVA-OV)
 FAMILY_MODEL_TYPES = {
     "llava_onevision": ("llava_onevision",), "llava_video": ("llava_onevision",), "qwen2_vl": ("qwen2_vl",),
     "qwen2_5_vl": ("qwen2_5_vl",), "qwen3_vl": ("qwen3_vl", "qwen3_vl_moe"),
 }  # fmt: skip
-# ``_target_`` allowlists: the project's own classes only (nothing else is ever imported or called from a config)
-METHOD_TARGETS = ("vidcom2.get_method",)
-LOGGER_TARGETS = ("eval.wandb_log.WandbMirror",)
 MIN_FREE_BYTES = 64 * 2**20  # a record plus samples.jsonl of a full benchmark are a few MiB
-
-
-def check_int(key: str, value, minimum: int, *, optional: bool = False, fix: str = "") -> int | None:
-    """An integer >= ``minimum`` (``null`` too when ``optional``); a float such as 1.7 is refused, not truncated."""
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or null" if optional else "")
-        raise ConfigError(f"{key}={value!r} is not {allowed}; {fix or f'set {key}={max(minimum, 1)}'}")
-    return value
-
-
-def check_bool(key: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} is not a boolean; set {key}=true or {key}=false")
-    return value
 
 
 def check_device(device) -> str:
@@ -299,21 +235,6 @@ def check_device(device) -> str:
     return kind
 
 
-def _reject_nested_targets(key: str, group: dict) -> None:
-    for k, v in group.items():
-        if isinstance(v, dict):
-            if "_target_" in v:
-                raise ConfigError(f"{key}.{k}._target_ is not allowed: only {key}._target_ names a class; drop it")
-            _reject_nested_targets(f"{key}.{k}", v)
-
-
-def check_target(key: str, target, allowed: tuple[str, ...]) -> str:
-    """``<group>._target_`` must be one of the project's classes: configs never import arbitrary callables."""
-    if target not in allowed:
-        raise ConfigError(f"{key}={target!r} is not one of the project's classes; set {key} to one of {', '.join(allowed)}")
-    return target
-
-
 def check_model_group(model: dict) -> None:
     """Names, types and ranges of the model group, its wrapper class and its checkpoint's architecture."""
     from eval.models import WRAPPERS
@@ -338,43 +259,6 @@ def check_model_group(model: dict) -> None:
     check_bool("model.random_weights", model.get("random_weights"))
     if not isinstance(model.get("pretrained"), str) or not model["pretrained"]:
         raise ConfigError(f"model.pretrained={model.get('pretrained')!r} is not a checkpoint; set model.pretrained=<folder or hub id>")
-
-
-def check_root(c: dict) -> None:
-    """Types and ranges of the root keys and of the names that become folders (before anything is imported)."""
-    from eval.record import check_name
-
-    check_int("seed", c.get("seed"), 0, fix="set seed=<integer >= 0>, e.g. seed=0")
-    check_int("limit", c.get("limit"), 1, optional=True, fix="set limit=<N docs per task> (N >= 1) or limit=null for all")
-    check_int("warmup", c.get("warmup"), 0, fix="set warmup=<samples excluded from latency means>, e.g. warmup=1")
-    check_int("batch_size", c.get("batch_size", 1), 1, fix="set batch_size=1 (latency runs) or e.g. batch_size=4")
-    check_bool("force", c.get("force", False))
-    check_bool("progress", c.get("progress", True))
-    for key in ("results_dir", "cache_dir", "tiny_data"):
-        if not isinstance(c.get(key), str) or not c[key]:
-            raise ConfigError(f"{key}={c.get(key)!r} is not a folder path; set {key}=<folder>")
-    pm = c.get("position_mode")
-    if pm is not None and not isinstance(pm, str):
-        raise ConfigError(f"position_mode={pm!r} is not a mode name; set position_mode=null or a mode the adapter offers")
-    for group in ("model", "benchmark", "method"):
-        if not isinstance(c.get(group), dict):
-            raise ConfigError(f"{group}={c.get(group)!r} is not a config group; choose {group}=<name> (conf/{group}/)")
-    _named("benchmark.name", c["benchmark"].get("name"), check_name)
-    _named("method.name", c["method"].get("name"), check_name)
-    tasks = c["benchmark"].get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise ConfigError(f"benchmark.tasks={tasks!r} is not a list of lmms-eval task names; set benchmark.tasks=[<task>]")
-    for task in tasks:
-        _named("benchmark.tasks", task, check_name)
-    check_target("method._target_", c["method"].get("_target_"), METHOD_TARGETS)
-    _reject_nested_targets("method", c["method"])
-
-
-def _named(key: str, value, check) -> str:
-    try:
-        return check(key, value)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 def check_checkpoint_family(family: str, pretrained: str) -> None:

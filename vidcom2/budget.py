@@ -28,19 +28,46 @@ ALLOCATORS = ("uniform", "fca")
 FRAME_SCORES = ("mean", "max")
 
 
-def check_ratio(retention_ratio: float) -> float:
-    """Validate the one knob; returns it as a float."""
-    if isinstance(retention_ratio, bool) or not isinstance(retention_ratio, (int, float)):
-        if isinstance(retention_ratio, torch.Tensor) and retention_ratio.numel() == 1:
-            retention_ratio = float(retention_ratio)
-        else:
-            raise TypeError(f"retention_ratio must be a number in (0, 1], got {type(retention_ratio).__name__}")
-    r = float(retention_ratio)
-    if math.isnan(r) or not (0.0 < r <= 1.0):
-        raise ValueError(
-            f"retention_ratio must be in (0, 1] (the fraction of visual tokens kept, e.g. 0.25), got {retention_ratio!r}"
-        )
-    return r
+class Ratio(float):
+    """A retention ratio :func:`check_ratio` accepted: a float in (0, 1]. Built only through the check, so code that
+    receives a ``Ratio`` (``compress`` from the harness, ``apply`` and the stages from ``compress``) passes it on
+    without checking it again: the ratio is checked once on its way from the caller to the budgets."""
+
+    __slots__ = ()
+
+    def __new__(cls, retention_ratio) -> Ratio:
+        if isinstance(retention_ratio, bool) or not isinstance(retention_ratio, (int, float)):
+            if isinstance(retention_ratio, torch.Tensor) and retention_ratio.numel() == 1:
+                retention_ratio = float(retention_ratio)
+            else:
+                raise TypeError(
+                    f"retention_ratio must be a number in (0, 1], got {type(retention_ratio).__name__} "
+                    f"{retention_ratio!r}; pass the fraction of visual tokens to keep, e.g. retention_ratio=0.25"
+                )
+        r = float(retention_ratio)
+        if math.isnan(r) or not (0.0 < r <= 1.0):
+            raise ValueError(
+                f"retention_ratio must be in (0, 1] (the fraction of visual tokens kept), got {retention_ratio!r}; "
+                "pass e.g. retention_ratio=0.25"
+            )
+        return super().__new__(cls, r)
+
+
+def check_ratio(retention_ratio: float) -> Ratio:
+    """Validate the one knob; returns it as a :class:`Ratio` (a float). A ``Ratio`` is returned as is."""
+    return retention_ratio if type(retention_ratio) is Ratio else Ratio(retention_ratio)
+
+
+def check_allocator(method: str, allocator, extra: tuple[str, ...] = ()) -> str:
+    """A method's ``budget`` hyper-parameter names a per-frame allocator (:data:`ALLOCATORS`, plus the method's own
+    ``extra`` ones); checked when the method is built, so a bad name fails before any model work."""
+    choices = ALLOCATORS + tuple(extra)
+    if allocator not in choices:
+        from vidcom2.registry import did_you_mean
+
+        raise ValueError(f"{method}: unknown budget allocator {allocator!r}; budget must be one of the allocators."
+                         f"{did_you_mean(str(allocator), list(choices))}")
+    return allocator
 
 
 def count(retention_ratio: float, n: int) -> int:

@@ -35,7 +35,7 @@ from vidcom2.api import apply
 from vidcom2.budget import check_ratio
 from vidcom2.hooks import forward_hooks, instance_attr
 from vidcom2.measure import Recorder, SampleStats
-from vidcom2.registry import get_method
+from vidcom2.registry import get_method, hparams_of
 from vidcom2.stages import decode, encoder, in_llm, rebuild
 
 # where a method acts while generate() runs -> the stage that wraps the call (pre-LLM and vision-encoder methods
@@ -83,7 +83,8 @@ def compress(
     """Compress the video tokens of every ``model.generate`` call inside the block.
 
     model: a supported ``*ForConditionalGeneration`` (``vidcom2.adapters.supported_classes()``).
-    method: a registered method name (``vidcom2.list_methods()``); ``hparams`` are its hyper-parameters.
+    method: a registered method name (``vidcom2.list_methods()``), ``hparams`` its hyper-parameters; or a method
+        instance (``vidcom2.get_method(name, **hparams)``, validated when built), then without ``hparams``.
     retention_ratio: fraction of visual tokens kept, in (0, 1].
     seed: seeds the method's local generator (stochastic methods), the same for every video.
     measure: take device-synchronised timings (encoder, compression, prefill, decode); token counts always.
@@ -123,8 +124,8 @@ def _resolve(model, method, retention_ratio, seed, measure, position_mode, text_
     from vidcom2.adapters import adapter_for, get_adapter
     from vidcom2.adapters.base import TEXT_RULES
 
-    impl = get_method(method, **hparams)  # validates the name and hparams
-    ratio = check_ratio(retention_ratio)
+    impl, hparams = _method(method, hparams)
+    ratio = check_ratio(retention_ratio)  # a Ratio (already checked, e.g. by a harness) passes as is
     if adapter is None or isinstance(adapter, str):  # else an adapter instance, used as is
         adapter = get_adapter(model) if adapter is None else adapter_for(adapter)
     stage = impl.info.stage
@@ -148,7 +149,7 @@ def _resolve(model, method, retention_ratio, seed, measure, position_mode, text_
         position_mode=position_mode,
         text_rule=text_rule if adapter.uses_text_rule else None,
         adapter=adapter.family,
-        newline_order=getattr(adapter, "newline_order", None),  # llava_video only
+        newline_order=adapter.newline_order,
         attn_implementation=getattr(adapter.text_model(model).config, "_attn_implementation", None),
     )
     run = next((GENERATE_STAGES[a] for a in impl.info.acts if a in GENERATE_STAGES), None)
@@ -158,6 +159,19 @@ def _resolve(model, method, retention_ratio, seed, measure, position_mode, text_
     if head is not None:
         info["map_head"] = head.source
     return _Plan(adapter, impl, ratio, seed, measure, mode, text_rule, run, head), Session(info=info)
+
+
+def _method(method, hparams: dict) -> tuple:
+    """``(instance, hparams)``: a registered name is built with ``hparams`` (validated once, by the method); an
+    instance (``vidcom2.get_method(...)``) was validated when it was built and comes without ``hparams``."""
+    if isinstance(method, str):
+        return get_method(method, **hparams), dict(hparams)
+    if hparams:
+        raise TypeError(f"method is an instance ({type(method).__name__}); its hyper-parameters are set when it is "
+                        f"built, so pass none here (got {sorted(hparams)})")
+    if not hasattr(method, "info"):
+        raise TypeError(f"method must be a registered name (vidcom2.list_methods()) or a method instance, got {method!r}")
+    return method, hparams_of(method)
 
 
 @dataclass(frozen=True)

@@ -57,13 +57,46 @@ def hparam_names(name: str) -> list[str]:
     return [f.name for f in dataclasses.fields(method_class(name))]
 
 
+class HparamError(TypeError, ValueError):
+    """A hyper-parameter that method ``method`` refuses, raised by :func:`get_method` with the method's own message.
+
+    key: the hyper-parameter at fault (``None`` when only a combination is wrong); value: its value. A ``TypeError``
+    (as Python's own unknown keyword) and a ``ValueError`` (as a method's value check), so both ``except`` forms
+    catch it; a harness prefixes its config path (``method.<key>``)."""
+
+    def __init__(self, message: str, *, method: str, key: str | None = None, value: Any = None):
+        super().__init__(message)
+        self.method, self.key, self.value = method, key, value
+
+
 def get_method(name: str, **hparams: Any) -> Callable:
-    """An instance of method ``name`` with ``hparams`` (unknown hyper-parameters are an error)."""
+    """An instance of method ``name`` with ``hparams``, validated as it is built (the method's ``__post_init__``);
+    an unknown hyper-parameter or a value the method refuses raises :class:`HparamError`."""
     cls = method_class(name)
     known = [f.name for f in dataclasses.fields(cls)]
-    for key in hparams:
+    for key, value in hparams.items():
         if key not in known:
-            raise TypeError(
-                f"method {name!r} has no hyper-parameter {key!r}.{did_you_mean(key, known) if known else ' It takes none.'}"
-            )
-    return cls(**hparams)
+            hint = did_you_mean(key, known) if known else " It takes none."
+            raise HparamError(f"method {name!r} has no hyper-parameter {key!r} (given {key}={value!r}); drop it or "
+                              f"name one the method has.{hint}", method=name, key=key, value=value)
+    try:
+        return cls(**hparams)
+    except (TypeError, ValueError) as e:
+        key = _culprit(cls, hparams)
+        raise HparamError(str(e), method=name, key=key, value=hparams.get(key)) from e
+
+
+def _culprit(cls: type, hparams: dict) -> str | None:
+    """The first hyper-parameter that, alone with the defaults, makes ``cls`` refuse to build (``None``: only the
+    combination is refused)."""
+    for key, value in hparams.items():
+        try:
+            cls(**{key: value})
+        except (TypeError, ValueError):
+            return key
+    return None
+
+
+def hparams_of(method: Any) -> dict:
+    """The hyper-parameters of a method instance (its dataclass fields), as given or defaulted."""
+    return {f.name: getattr(method, f.name) for f in dataclasses.fields(method)}

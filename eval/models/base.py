@@ -6,7 +6,8 @@
   ``frames``, ``warmup``, ``device``) and the method's hyper-parameters as flat keyword arguments (so the lmms-eval
   CLI's ``--model_args method=vidcom2,retention_ratio=0.25,budget=fca`` works), and removes them before calling the
   parent's real constructor (the Qwen and LLaVA parents ``assert kwargs == {}``);
-- runs every request inside ``vidcom2.compress(model, method, retention_ratio, seed, measure=True, **hparams)``
+- runs every request inside ``vidcom2.compress(model, method, retention_ratio, seed, measure=True)`` with the method
+  instance built once per run (:mod:`eval.compression`; from the CLI, from the name and hyper-parameters)
   (``method="none"`` takes the same path uncompressed, so vanilla is measured identically);
 - runs requests one at a time by default (``batch_size=1``: per-sample latencies), through the parent's own request
   handling (prompt, frame sampling, processor), and records one row per request: the adapter's ``SampleStats`` plus
@@ -56,12 +57,12 @@ def split_method_kwargs(method: str, kwargs: dict) -> dict:
     return {k: kwargs.pop(k) for k in list(kwargs) if k in hparam_names(method)}
 
 
-def batch_fallback(method: str, hparams: dict | None = None) -> str | None:
-    """Why ``method`` (with ``hparams``) must run one prompt per ``generate`` (``None``: it batches); the library's
-    own answer, ``MethodInfo.single_prompt``."""
-    from vidcom2.registry import get_method
+def batch_fallback(method, hparams: dict | None = None) -> str | None:
+    """Why ``method`` (an instance, or a name with ``hparams``) must run one prompt per ``generate`` (``None``: it
+    batches); the library's own answer, ``MethodInfo.single_prompt``."""
+    from eval.compression import method_of
 
-    return get_method(method, **(hparams or {})).info.single_prompt  # validates the hyper-parameters
+    return method_of(method, hparams).info.single_prompt
 
 
 def accepted_kwargs(cls) -> set[str]:
@@ -132,7 +133,8 @@ class Harnessed:
         batch_size: int = 1,
         **kwargs,
     ) -> None:
-        hparams = {**(hparams or {}), **split_method_kwargs(str(method), kwargs)}
+        if isinstance(method, str):  # the lmms-eval CLI: flat hyper-parameters among the model args
+            hparams = {**(hparams or {}), **split_method_kwargs(method, kwargs)}
         self.configure(method=method, retention_ratio=retention_ratio, seed=seed, hparams=hparams, warmup=warmup,
                        progress=progress, position_mode=position_mode, batch_size=batch_size)
         self.frames = int(frames)
@@ -165,16 +167,19 @@ class Harnessed:
             )
         self._rank, self._world_size = w.rank, w.size
 
-    def configure(self, *, method: str, retention_ratio: float, seed: int, hparams: dict, warmup: int = 1,
+    def configure(self, *, method, retention_ratio: float, seed: int, hparams: dict, warmup: int = 1,
                   progress: bool = True, position_mode: str | None = None, batch_size: int = 1) -> None:
-        """Set the compression of the next evaluations (the weights are untouched; a sweep reuses one instance)."""
-        from vidcom2.budget import check_ratio
-        from vidcom2.registry import get_method
+        """Set the compression of the next evaluations (the weights are untouched; a sweep reuses one instance).
 
-        get_method(str(method), **(hparams or {}))  # unknown method / hyper-parameter: fail before any work
-        self.method = str(method)
+        ``method``: the method instance the harness built (:mod:`eval.compression`, with its configured ``hparams``
+        for the record) or, from the lmms-eval CLI, a registered name built here with ``hparams``; the ratio is
+        checked by the library (a ratio the harness checked passes as is)."""
+        from eval.compression import method_of, run_ratio
+
+        self.method_impl = method_of(method, hparams)  # a name: unknown method / hyper-parameter fails before any work
+        self.method = self.method_impl.info.name
         self.hparams = dict(hparams or {})
-        self.retention_ratio = 1.0 if self.method == "none" else check_ratio(retention_ratio)
+        self.retention_ratio = run_ratio(self.method, retention_ratio)
         self.seed = int(seed)
         self.warmup = int(warmup)
         self.show_progress = bool(progress)
@@ -183,7 +188,7 @@ class Harnessed:
             batch_size = int(batch_size)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is not an integer >= 1; set batch_size=1 (or 4, 8, ...)")
-        reason = batch_fallback(self.method, self.hparams) if batch_size > 1 else None
+        reason = self.method_impl.info.single_prompt if batch_size > 1 else None
         # what the record says about batching: requested size, the size run, and why it differs
         self.batching = {"batch_size": int(batch_size), "effective": 1 if reason else int(batch_size),
                          "fallback": reason}
@@ -233,8 +238,8 @@ class Harnessed:
         bar = Progress(len(requests), f"{self.method} r={self.retention_ratio:g}", enabled=self.show_progress)
         try:
             with vidcom2.compress(
-                self.hf_model, method=self.method, retention_ratio=self.retention_ratio, seed=self.seed,
-                measure=True, position_mode=self.position_mode, adapter=self.compress_adapter, **self.hparams,
+                self.hf_model, method=self.method_impl, retention_ratio=self.retention_ratio, seed=self.seed,
+                measure=True, position_mode=self.position_mode, adapter=self.compress_adapter,
             ) as session:
                 self.session_info = dict(getattr(session, "info", {}) or {})
                 for req in requests:  # every video first: a missing one fails the run before any generation

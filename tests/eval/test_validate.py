@@ -36,9 +36,9 @@ def test_ratio_out_of_range(no_load, tmp_path):
 
 
 def test_vanilla_ignores_the_ratio_and_runs_at_one():
-    from eval import validate
+    from eval import compression
 
-    assert validate.check_ratio("none", 0.25) == 1.0
+    assert compression.run_ratio("none", 0.25) == 1.0
 
 
 def test_budget_on_a_method_without_allocator(no_load, tmp_path):

@@ -30,6 +30,35 @@ def test_check_ratio():
         budget.check_ratio(True)
 
 
+def test_a_checked_ratio_is_a_float_passed_on_unchecked(monkeypatch):
+    import json
+    import pickle
+
+    r = budget.check_ratio(0.25)
+    assert type(r) is budget.Ratio and r == 0.25 and json.dumps({"r": r}) == '{"r": 0.25}'
+    assert pickle.loads(pickle.dumps(r)) == r and type(r * 4) is float
+    for bad in (0, 1.5, "abc", True):  # a Ratio exists only for a value the check accepts
+        with pytest.raises((TypeError, ValueError), match="retention_ratio"):
+            budget.Ratio(bad)
+    calls = []
+    new = budget.Ratio.__new__
+
+    def counted(cls, value):
+        calls.append(value)
+        return new(cls, value)
+
+    monkeypatch.setattr(budget.Ratio, "__new__", counted)
+    assert budget.check_ratio(r) is r and not calls  # checked once: a Ratio is returned as is
+    assert budget.check_ratio(0.5) == 0.5 and calls == [0.5]
+
+
+def test_check_allocator_names_the_method_value_and_choices():
+    assert budget.check_allocator("m", "fca") == "fca"
+    assert budget.check_allocator("m", "holitom", extra=("holitom",)) == "holitom"
+    with pytest.raises(ValueError, match=r"m: unknown budget allocator 'fcaa'.*Did you mean 'fca'"):
+        budget.check_allocator("m", "fcaa")
+
+
 def test_frame_budgets_uniform_and_fca():
     x = torch.randn(5, 20, 8, dtype=torch.float64)
     x[2] += 4

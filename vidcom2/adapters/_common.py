@@ -19,6 +19,20 @@ def text_positions(am: torch.Tensor) -> torch.Tensor:
     return (am.long().cumsum(-1) - 1).masked_fill(am == 0, 1)
 
 
+def decoder_query_key(layer, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``Adapter.layer_query_key`` for the HF Qwen2/Qwen3 decoder layer (every supported family's LLM):
+    ``input_layernorm``, then ``self_attn.q_proj`` (last token) / ``k_proj`` (every token), split into heads of
+    ``head_dim``, Qwen3's ``q_norm`` / ``k_norm`` where the layer has them; ``scaling`` is the attention's own."""
+    attn = layer.self_attn
+    x = layer.input_layernorm(hidden)
+    d = attn.head_dim
+    q = attn.q_proj(x[:, -1:]).view(1, 1, -1, d)
+    k = attn.k_proj(x).view(1, x.shape[1], -1, d)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    return q.transpose(1, 2), k.transpose(1, 2), attn.scaling
+
+
 def with_pooler(output, pooler_output, **fields):
     """A shallow copy of a ``ModelOutput`` with ``pooler_output`` (and other fields) replaced.
 

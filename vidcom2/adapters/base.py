@@ -130,6 +130,9 @@ class Adapter(Protocol):
     encoder_inputs: tuple[str, ...]
     mrope: bool  # the text model's RoPE is 3-D M-RoPE (Qwen) rather than 1-D
     uses_text_rule: bool  # compress's ``text_rule`` changes this family's positions (Qwen2/2.5-VL)
+    # where each frame's row newlines go after compression (LLaVA-Video: "after_frame" | "row", GridLayout);
+    # None: the family has no per-row newline tokens (LLaVA-OV's one newline per video, Qwen's none)
+    newline_order: str | None
 
     # -- module handles (for hooks) -------------------------------------------------------------------------
     def text_model(self, model: nn.Module) -> nn.Module:
@@ -185,6 +188,11 @@ class Adapter(Protocol):
     def scored_token_mask(self, model: nn.Module, inputs: dict) -> torch.Tensor:
         """bool ``[B, L]``: the video tokens a method may drop, from ``input_ids`` alone (without slots; LLaVA-OV:
         without its newline)."""
+
+    def layer_query_key(self, layer: nn.Module, hidden: torch.Tensor) -> tuple:
+        """Decoder ``layer``'s attention inputs recomputed from the hidden states entering it, ``hidden [1, n, D]``:
+        its input norm, then the last token's query and every token's key, split into heads (Qwen3: q/k-normed),
+        before RoPE: ``(q [1, h, 1, d], k [1, kv, n, d], scaling)`` (PDrop's recomputed score row)."""
 
     def prefill_sequence(self, model: nn.Module, current) -> Any:
         """A context manager that keeps family-specific per-token inputs (Qwen3-VL DeepStack) aligned with a pruned

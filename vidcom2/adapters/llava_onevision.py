@@ -17,6 +17,7 @@ from vidcom2.adapters import _siglip_head
 from vidcom2.adapters._common import (
     attention_mask,
     check_video_inputs,
+    decoder_query_key,
     text_positions,
     video_chunks,
     with_pooler,
@@ -41,6 +42,10 @@ class LlavaModules:
         tower = model.model.vision_tower
         # transformers 5.x SiglipVisionModel holds the encoder itself; 4.x wrapped it in .vision_model
         return getattr(tower, "vision_model", tower).encoder.layers
+
+    def layer_query_key(self, layer: nn.Module, hidden: torch.Tensor) -> tuple:
+        """The Qwen2 decoder layer's input norm and q (last token) / k projections (``decoder_query_key``)."""
+        return decoder_query_key(layer, hidden)
 
     def video_token_id(self, model: nn.Module) -> int:
         cfg = model.config
@@ -140,6 +145,7 @@ class LlavaOnevisionAdapter(LlavaModules):
     # rebuilds inputs_embeds); original: the gapped positions of the uncompressed prompt.
     position_modes = ("contiguous", "original")
     encoder_inputs = ("pixel_values_videos",)
+    newline_order = None  # one newline after each video, always kept: no order to choose
 
     def __init__(self, family: str = "llava_onevision"):
         self.family = family

@@ -20,7 +20,13 @@ import itertools
 import torch
 from torch import nn
 
-from vidcom2.adapters._common import attention_mask, check_video_inputs, text_positions, with_pooler
+from vidcom2.adapters._common import (
+    attention_mask,
+    check_video_inputs,
+    decoder_query_key,
+    text_positions,
+    with_pooler,
+)
 from vidcom2.adapters.base import TEXT_RULES, Encoded, VideoSlots
 from vidcom2.hooks import instance_attr
 from vidcom2.stages.attention import attention_received, vision_rope
@@ -81,6 +87,7 @@ class QwenVLAdapter:
     position_modes = ("original",)
     encoder_inputs = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
     mrope = True  # 3-D M-RoPE (t, h, w)
+    newline_order = None  # no newline tokens in the video span
 
     def __init__(self, family: str):
         if family not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
@@ -97,6 +104,11 @@ class QwenVLAdapter:
 
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         return model.model.language_model.layers
+
+    def layer_query_key(self, layer: nn.Module, hidden: torch.Tensor) -> tuple:
+        """The Qwen2/Qwen3 decoder layer's input norm and q (last token) / k projections, Qwen3 with its q/k norms
+        (``decoder_query_key``)."""
+        return decoder_query_key(layer, hidden)
 
     def vision_tower(self, model: nn.Module) -> nn.Module:
         return model.model.visual

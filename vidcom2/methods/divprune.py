@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from vidcom2.budget import cast, count, frame_budgets
+from vidcom2.budget import cast, check_allocator, count, frame_budgets
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
@@ -68,6 +68,9 @@ class DivPrune:
     scope: str = "video"
     budget: str = "uniform"
     compute_dtype: str = "input"
+
+    def __post_init__(self):
+        check_allocator("divprune", self.budget)
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         f, n, d = features.shape

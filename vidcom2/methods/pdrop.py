@@ -6,7 +6,7 @@ Reduction*, CVPR 2025, arXiv 2410.17247. Official code: github.com/Cooperx521/Py
 
 At each stage boundary ``l`` (official ``[8, 16, 24]`` of 32 layers; here quarter depth ``round(L*[1/4,1/2,3/4])``
 unless given) the visual tokens are ranked by the attention of the last instruction token, recomputed with layer
-``l``'s own ``input_layernorm``/``q_proj``/``k_proj`` at the current positions, and stage ``s`` keeps
+``l``'s own input norm and query/key projections (asked of the adapter) at the current positions, and stage ``s`` keeps
 ``count(lambda**s, N)`` of the original ``N``. ``lambda`` from ``budget_mode``: ``final`` (default;
 ``lambda = r**(1/S)``, so the deepest layers hold ``r``) or ``layer_avg`` (solved so that the layer-averaged
 retention is ``r``; error below the floor ``l_1/L``). Positions are renumbered contiguously after each drop
@@ -144,23 +144,18 @@ class PDrop:
 @dataclass(frozen=True)
 class RecomputedRow:
     """PDrop's score recipe (official code, PDrop#17): before stage layer ``l``, the last token's attention row
-    recomputed with that layer's own ``input_layernorm``, ``q_proj`` (last token only), ``k_proj`` (+ Qwen3
-    ``q_norm``/``k_norm``) and RoPE at the current positions: one extra k projection per stage, no second pass."""
+    recomputed from that layer's own input norm and query / key projections (what the adapter's
+    ``layer_query_key`` returns: last-token query, every key, + Qwen3 q/k norms) and RoPE at the current positions:
+    one extra k projection per stage, no second pass."""
 
     where: ClassVar[str] = "layer_input"
 
     def start(self, embeds, visual, *, text_start, prompt_len) -> dict:
         return {}
 
-    def layer_row(self, layer, hidden: torch.Tensor, cos, sin, mask) -> torch.Tensor:
-        """``[n]`` float32 for ``hidden [1, n, D]`` entering ``layer`` with ``cos/sin [1, n, d]`` and its mask."""
-        attn = layer.self_attn
-        x = layer.input_layernorm(hidden)
-        d = attn.head_dim
-        q = attn.q_proj(x[:, -1:]).view(1, 1, -1, d)
-        k = attn.k_proj(x).view(1, x.shape[1], -1, d)
-        if hasattr(attn, "q_norm"):
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q = rope(q.transpose(1, 2), cos[:, -1:], sin[:, -1:])
-        k = rope(k.transpose(1, 2), cos, sin)
-        return last_row(q, k, attn.scaling, mask)
+    def layer_row(self, q: torch.Tensor, k: torch.Tensor, scaling: float, cos, sin, mask) -> torch.Tensor:
+        """``[n]`` float32 from the pre-RoPE ``q [1, h, 1, d]`` (last token) and ``k [1, kv, n, d]`` of the layer's
+        input, with ``cos/sin [1, n, d]`` and its mask."""
+        q = rope(q, cos[:, -1:], sin[:, -1:])
+        k = rope(k, cos, sin)
+        return last_row(q, k, scaling, mask)

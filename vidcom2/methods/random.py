@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from vidcom2.budget import count, frame_budgets, keep_lowest
+from vidcom2.budget import check_allocator, count, frame_budgets, keep_lowest
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
@@ -28,6 +28,9 @@ class Random:
     )
     scope: str = "frame"
     budget: str = "uniform"
+
+    def __post_init__(self):
+        check_allocator("random", self.budget)
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         f, n = features.shape[:2]

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from vidcom2.budget import frame_budgets
+from vidcom2.budget import check_allocator, frame_budgets
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
@@ -35,6 +35,9 @@ def uniform_mask(k: torch.Tensor, n: int) -> torch.Tensor:
 class Uniform:
     info: ClassVar[MethodInfo] = MethodInfo(name="uniform", stage="pre_llm", paper="baseline", code="-")
     budget: str = "uniform"
+
+    def __post_init__(self):
+        check_allocator("uniform", self.budget)
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         k = frame_budgets(features, retention_ratio, self.budget)

@@ -47,7 +47,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from vidcom2.budget import FRAME_SCORES, cast, counts, fca_ratios, frame_budgets, keep_lowest
+from vidcom2.budget import FRAME_SCORES, cast, check_allocator, counts, fca_ratios, frame_budgets, keep_lowest
 from vidcom2.registry import register
 from vidcom2.similarity import gaussian_scores, low_variance_channels, multi_scale_gaussian
 from vidcom2.types import MethodInfo, Selection
@@ -80,6 +80,7 @@ class VidCom2:
 
     def __post_init__(self):
         object.__setattr__(self, "score_weights", tuple(float(w) for w in self.score_weights))
+        check_allocator("vidcom2", self.budget)
         if self.token_score not in TOKEN_SCORES:
             raise ValueError(f"vidcom2: token_score must be one of {TOKEN_SCORES}, got {self.token_score!r}")
         if self.frame_score not in FRAME_SCORES:

@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from vidcom2.budget import check_ratio, frame_budgets
+from vidcom2.budget import check_allocator, frame_budgets
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
@@ -99,12 +99,14 @@ class VisionZip:
     dominant_share: float = DOMINANT_SHARE
     order: str = "sorted"
 
+    def __post_init__(self):
+        check_allocator("visionzip", self.budget, extra=("holitom",))
+
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         if self.order not in ("sorted", "dominant_first"):
             raise ValueError(f"visionzip: order must be 'sorted' or 'dominant_first', got {self.order!r}")
         f, n, _ = features.shape
         if self.budget == "holitom":
-            check_ratio(retention_ratio)
             ks = holitom_budgets(f, n, retention_ratio).tolist()
         else:
             ks = frame_budgets(features, retention_ratio, self.budget).tolist()

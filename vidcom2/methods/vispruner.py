@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import torch
 
-from vidcom2.budget import frame_budgets
+from vidcom2.budget import check_allocator, frame_budgets
 from vidcom2.registry import register
 from vidcom2.types import MethodInfo, Selection
 
@@ -77,6 +77,9 @@ class VisPruner:
     )
     important_ratio: float = 0.5
     budget: str = "uniform"
+
+    def __post_init__(self):
+        check_allocator("vispruner", self.budget)
 
     def __call__(self, features, retention_ratio, *, scores=None, keys=None, generator=None) -> Selection:
         if not 0.0 <= float(self.important_ratio) <= 1.0:

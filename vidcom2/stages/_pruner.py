@@ -268,7 +268,7 @@ class Pruner:
         c, s = state.cos_sin[max(earlier)] if earlier else (cos[:, cur], sin[:, cur])
         mask = masks.take(kwargs.get("attention_mask"), cur, cur)  # the parent's full-prompt mask
         seq = cur if self.mode == "mask" else slice(None)
-        row = self.plan.score.layer_row(self.layers[layer_idx], hidden[:, seq], c, s, mask)
+        row = self.plan.score.layer_row(*self.adapter.layer_query_key(self.layers[layer_idx], hidden[:, seq]), c, s, mask)
         state.rows[layer_idx] = row
         return row
 

@@ -1,0 +1,130 @@
+"""The one compression object (eval/compression.py): Hydra ``instantiate`` of ``conf/method/*.yaml`` builds the
+method instance, the library validates it once (its error, prefixed with the config path), the ratio is checked
+once from the config to ``generate``, and the record identity of existing configs is what it was."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import eval.runner
+from eval import compression
+from eval.validate import ConfigError
+from tests.eval.bad_inputs import ROOT
+
+BASE = ["model=tiny_llava_ov", "benchmark=tiny_mvbench", "results_dir=/tmp/vtc_identity", "device=cpu"]
+METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+
+# identity_hash of each config, computed by the code before the method was instantiated from its config (main at
+# 25fff1c, `eval.runner.plan` of `BASE` + the overrides): records written before this change must keep their folder
+GOLDEN = {
+    "divprune": "f71c20e396", "dycoke": "3e884fade9", "dycoke_ttm": "dc6c81030e", "dycoke_vc2": "a0e5d56179",
+    "evs": "19792f4059", "fastv": "d7b85b7cc8", "fastvid": "e73252c4c5", "fastvid_vc2": "7563e95ee2",
+    "flashvid": "e0f7b4c668", "holitom": "ccae82448f", "holitom_vc2": "a8f8eed918", "none": "3ef919abb2",
+    "pdrop": "e3527958e5", "prunevid": "c7ebc8384a", "random": "3d3228d40a", "sparsevlm": "848cd895ad",
+    "uniform": "90aa0f1dc5", "vidcom2": "68ec17213c", "visionzip": "8422850414", "visionzip_vc2": "6244db8da2",
+    "vispruner": "658632eae7", "vidcom2_budget_uniform": "8f99c17153", "none_ratio_half": "3ef919abb2", "fastv_qwen25": "44cd250ee8",
+    "visionzip_fca": "66eaca424d",
+}  # fmt: skip
+OVERRIDES = {
+    "vidcom2_budget_uniform": ["method=vidcom2", "budget=uniform"],
+    "none_ratio_half": ["method=none", "retention_ratio=0.5"],
+    "fastv_qwen25": ["method=fastv", "model=tiny_qwen2_5_vl", "retention_ratio=0.1"],
+    "visionzip_fca": ["method=visionzip", "budget=fca", "seed=3"],
+}
+
+
+def resolved(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return eval.runner.resolved(compose("eval", overrides=[*BASE, *overrides]))
+
+
+def test_every_method_config_instantiates_the_registered_method_with_its_hparams():
+    import vidcom2
+
+    assert METHODS == vidcom2.list_methods()
+    for name in METHODS:
+        c = resolved(f"method={name}")
+        built = compression.build(c)
+        want = vidcom2.get_method(name, **{k: v for k, v in c["method"].items() if k not in ("_target_", "name")})
+        assert type(built.method) is type(want) and built.method == want, name
+        assert built.name == name and built.method.info.name == name
+
+
+def test_identity_of_existing_configs_is_unchanged():
+    assert set(GOLDEN) == set(METHODS) | set(OVERRIDES)
+    for key, want in GOLDEN.items():
+        c = resolved(*OVERRIDES.get(key, [f"method={key}"]))
+        assert eval.runner.plan(c).identity_hash == want, key
+
+
+@pytest.mark.parametrize(
+    "overrides, prefix, words",
+    [
+        (["+method.budgett=fca"], "method.budgett: ", ["'budgett'", "'fca'", "Did you mean 'budget'"]),
+        (["method.token_score=loudest"], "method.token_score: ", ["token_score", "'loudest'", "one of"]),
+        (["method=fastvid", "method.signal=sound"], "method.signal: ", ["signal", "'sound'", "one of"]),
+        (["budget=fcx"], "budget: ", ["'fcx'", "budget must be one of", "Did you mean 'fca'"]),
+        (["method.name=vidcom"], "method.name: ", ["'vidcom'", "Did you mean 'vidcom2'"]),
+        (["retention_ratio=1.5"], "retention_ratio=1.5: ", ["(0, 1]", "e.g. retention_ratio=0.25"]),
+    ],
+)
+def test_the_librarys_error_names_key_value_and_fix_prefixed_with_the_config_path(overrides, prefix, words):
+    with pytest.raises(ConfigError) as err:
+        compression.build(resolved(*overrides))
+    message = str(err.value)
+    assert message.startswith(prefix), message
+    assert all(w in message for w in words), message
+
+
+def test_method_target_outside_the_allowlist_is_never_called(monkeypatch):
+    import os
+
+    called = []
+    monkeypatch.setattr(os, "system", lambda *a: called.append(a))
+    with pytest.raises(ConfigError, match=r"method\._target_='os\.system'"):
+        compression.instantiate_method({"_target_": "os.system", "name": "vidcom2"})
+    assert not called
+
+
+def test_vanilla_runs_at_one_and_its_ratio_is_still_checked():
+    assert compression.run_ratio("none", 0.25) == 1.0
+    with pytest.raises(ConfigError, match="retention_ratio"):
+        compression.run_ratio("none", "abc")
+
+
+def test_one_build_and_one_ratio_check_from_the_config_to_generate(monkeypatch, tiny_model):
+    """``plan`` builds the method and checks the ratio; the wrapper and ``compress`` take both as they are."""
+    import vidcom2
+    from eval.models.base import Harnessed
+    from vidcom2.budget import Ratio
+    from vidcom2.methods.vidcom2 import VidCom2
+    from vidcom2.testing import tiny
+
+    calls = {"ratio": 0, "build": 0}
+    new, post = Ratio.__new__, VidCom2.__post_init__
+
+    def counted_new(cls, value):
+        calls["ratio"] += 1
+        return new(cls, value)
+
+    def counted_post(self):
+        calls["build"] += 1
+        post(self)
+
+    monkeypatch.setattr(Ratio, "__new__", counted_new)
+    monkeypatch.setattr(VidCom2, "__post_init__", counted_post)
+    p = eval.runner.plan(resolved("method=vidcom2", "retention_ratio=0.25"))
+    assert calls == {"ratio": 1, "build": 1}
+    lm = SimpleNamespace()  # the wrapper's own settings, without loading a model
+    Harnessed.configure(lm, method=p.compression.method, retention_ratio=p.ratio, seed=0, hparams=p.hparams)
+    model, proc = tiny_model("llava_onevision")
+    batch = tiny.inputs("llava_onevision", proc, tiny.make_video(4, 112, 140, seed=0), "What moves?")
+    with vidcom2.compress(model, method=lm.method_impl, retention_ratio=lm.retention_ratio) as session:
+        model.generate(**batch, max_new_tokens=2, do_sample=False)
+    assert calls == {"ratio": 1, "build": 1}
+    row = session.samples[0]
+    assert row.visual_tokens_out < row.visual_tokens_in  # it did compress, with the configured method
+    assert session.info["hparams"]["budget"] == "fca" and session.info["retention_ratio"] == 0.25
