@@ -114,7 +114,7 @@ class Pruner:
         if not 1 <= self.first or max(self.stages, default=0) >= self.num_layers:
             raise ValueError(f"pruning layers {sorted(self.stages)} must lie in [1, {self.num_layers - 1}]")
         self._check_recycling()
-        if plan.budget != "global" and frame_columns is None:
+        if plan.budget not in ("global", "groups") and frame_columns is None:
             raise ValueError(
                 f"{plan.method} budget={plan.budget!r} selects per frame: pass frame_columns (the video's [F, N] columns)"
             )
@@ -198,7 +198,13 @@ class Pruner:
                 start = int(visual.nonzero().max()) + 1
             # prompt tokens only: without a cache, later forwards also carry generated tokens
             state.scoring = plan.score.start(embeds[0], state.visual, text_start=start, prompt_len=visual.numel())
-        if plan.budget != "global":
+        if plan.budget == "groups":  # a multistage method's groups (vidcom2.types.Plan.groups), candidates in order
+            group_of = torch.as_tensor(plan.groups[0], device=embeds.device).long().reshape(-1)
+            if group_of.numel() != n_vis:
+                raise ValueError(f"{plan.method}: plan.groups names {group_of.numel()} candidates, the prompt has {n_vis}")
+            state.frame_of = torch.full((n,), -1, dtype=torch.long, device=embeds.device)
+            state.frame_of[state.visual] = group_of
+        elif plan.budget != "global":
             cols = self.frame_columns.to(embeds.device)
             state.frame_of = torch.full((n,), -1, dtype=torch.long, device=embeds.device)
             frames = torch.arange(cols.shape[0], device=embeds.device).repeat_interleave(cols.shape[1])
@@ -304,6 +310,8 @@ class Pruner:
         return hidden, local
 
     def _frame_budgets(self, stage) -> torch.Tensor:
+        if self.plan.budget == "groups":
+            return torch.as_tensor(self.plan.groups[1]).long().reshape(-1)
         frames, n = self.frame_columns.shape
         if self.plan.budget == "fca":
             return counts(fca_ratios(self.state.frame_s_video, stage.fraction), n)
