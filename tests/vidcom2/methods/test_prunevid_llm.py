@@ -76,10 +76,20 @@ def test_selection_equals_the_official_process_attention(tiny_model, arch):
     with torch.no_grad(), in_llm.attach(adapter, model, vidcom2.get_method("prunevid"), R, call,
                                         selections=[sel]) as state:  # fmt: skip
         model.generate(**call, max_new_tokens=1, do_sample=False)
-    # the reference: layer 1's input in an unhooked run, its pre-RoPE unmasked attention, the official groups
+    # the reference: layer 1's input in an unhooked run (read by a pre-hook: Qwen3-VL adds DeepStack features after
+    # layer 0, which hidden_states do not show), its pre-RoPE unmasked attention, the official groups
+    layer = model.model.language_model.layers[1]
+    seen = []
+    handle = layer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            model(**call)
+    finally:
+        handle.remove()
     with torch.no_grad():
-        hidden = model(**call, output_hidden_states=True).hidden_states[1]
-        weights = ref.attention_wo_pos(model.model.language_model.layers[1], hidden)
+        weights = ref.attention_wo_pos(layer, seen[0])
     sizes = []
     ref.prunevid(feats, R, torch.Generator().manual_seed(0), sizes=sizes)
     cols = in_llm.candidates(adapter, model, call).nonzero().squeeze(1)  # the image span, sequence order
