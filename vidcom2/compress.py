@@ -250,7 +250,10 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
     call = {k: v for k, v in kwargs.items() if k not in _PROMPT_KEYS and k not in adapter.encoder_inputs}
     call.update(prompt)
     timed = _timed(model, rec, generate_fn)
-    if plan.run is None:
+    run = plan.run
+    if stage != "in_llm" and "in_llm" in plan.method.info.acts and not _in_llm_stages(plan, model, kept):
+        run = None  # its in-LLM part keeps everything here (e.g. switched off): the plain generate
+    if run is None:
         out = timed(**call)
     else:
         # an explicit position_mode of an in-LLM method goes to its pruning (else the plan's own rule)
@@ -259,7 +262,7 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
             # acts before and inside the LLM: the shrunk prompt's remaining visual tokens are the candidates
             options["selections"] = kept
             slots = None
-        out = plan.run(adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, seed=plan.seed, **options)
+        out = run(adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, seed=plan.seed, **options)
     out = _restore_prompt(out, ids, prompt["input_ids"].shape[1])
     seqs = out if isinstance(out, torch.Tensor) else out.sequences
     per_prompt = seqs.shape[0] // ids.shape[0]  # num_return_sequences / beams: count the first of each prompt
@@ -267,6 +270,14 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
         c["new_tokens"] = n
     session.samples += rec.rows(counts)
     return out
+
+
+def _in_llm_stages(plan: _Plan, model, kept) -> tuple:
+    """The in-LLM stages a pre-LLM method's plan has for what its selections kept (``()``: it keeps everything)."""
+    num_visual = sum(int(s.keep.sum()) for s in kept)
+    layers = len(plan.adapter.decoder_layers(model))
+    return in_llm.plan_for(plan.method, plan.ratio, layers, num_visual, mrope=plan.adapter.mrope,
+                           selections=kept).stages  # fmt: skip
 
 
 def _light(sel):

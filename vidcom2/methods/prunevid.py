@@ -47,7 +47,8 @@ run (the official code needs ``F >= 7`` and fails on zero clusters); ties in the
 density noise from ``generator`` in the official call order and shapes (the segmentation first, then per window
 the static merge before the dynamic ones); the official code draws from the global RNG. In the LLM: scores in
 float32 (official: the model dtype), ties to the lower index, text queries after the last video token, LLaVA-OV's
-video newline never pruned, the KV cache hidden rather than freed; PLLaVA only upstream, so the layer is scaled.
+video newline never pruned, the KV cache hidden rather than freed; PLLaVA only upstream, so the layer is scaled;
+on LLaVA-Video only the pre-LLM part runs (``llm_alpha=1.0``: its row newlines cannot be told apart after shrinking).
 """
 
 from __future__ import annotations

@@ -117,6 +117,12 @@ def attach(
     check_generate_kwargs(model, inputs)
     layers = adapter.decoder_layers(model)
     visual = candidates(adapter, model, inputs, slots)
+    if selections is not None and int(visual.sum()) != sum(int(s.keep.sum()) for s in selections):
+        raise ValueError(
+            f"{method.info.name}: the shrunk prompt has {int(visual.sum())} in-LLM candidates for "
+            f"{sum(int(s.keep.sum()) for s in selections)} kept tokens: this model's layout tokens (LLaVA-Video's row "
+            "newlines) cannot be told apart after the pre-LLM part; switch the method's in-LLM part off (its docs)"
+        )
     plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=adapter.mrope, selections=selections)
     video = adapter.visual_token_mask(model, inputs)[0]
     text_start = int(video.nonzero().max()) + 1 if video.any() else None  # e.g. SparseVLM's raters: after the video

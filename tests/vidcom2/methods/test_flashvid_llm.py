@@ -22,7 +22,8 @@ from vidcom2.types import Selection
 compress_module = importlib.import_module("vidcom2.compress")  # the module (vidcom2.compress is the function)
 
 # FlashVID upstream: LLaVA-OV, LLaVA-Video, Qwen2.5-VL, Qwen3-VL; the project's other Qwen classes share the seam
-ARCHS = ("llava_onevision", "llava_video", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+# (LLaVA-Video: its vision-side part only, see test_llava_video_runs_the_vision_side_part_only)
+ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 NEW = 4
 
 
@@ -109,4 +110,17 @@ def test_prune_equals_mask_mode_through_compress_and_counts(tiny_model, arch, mo
         assert alone.samples[0].visual_tokens_out == entering
         frames, n = 4, 196
         assert entering <= frames * math.ceil(n * 0.25 * 1.25) and s.visual_tokens_in == frames * n
+    assert_restored(model)
+
+
+def test_llava_video_runs_the_vision_side_part_only(tiny_model):
+    # its row newlines cannot be told apart from kept tokens in the shrunk prompt: a clear error, and the
+    # vision-side part alone (llm_retention_ratio=1.0) runs as a plain generate (tests/vidcom2/adapters/test_llava_video)
+    model, processor = tiny_model("llava_video")
+    batch = _batch("llava_video", processor)
+    with pytest.raises(ValueError, match="cannot be told apart"):
+        generate_compressed(model, batch, "flashvid", 0.25, 1)
+    _, session = generate_compressed(model, batch, "flashvid", 0.25, 1, llm_retention_ratio=1.0)
+    s = session.samples[0]
+    assert s.visual_tokens_per_layer is None and 0 < s.visual_tokens_out < s.visual_tokens_in
     assert_restored(model)

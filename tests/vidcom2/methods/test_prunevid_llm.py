@@ -153,8 +153,9 @@ def test_retroactive_pruning_changes_decoding_only(tiny_model):
 def test_llava_video_refuses_the_llm_stage_clearly(tiny_model):
     model, processor = tiny_model("llava_video")
     batch = _batch("llava_video", processor)
-    with pytest.raises(ValueError, match="llm_alpha=1.0"):
+    with pytest.raises(ValueError, match="cannot be told apart"):
         generate_compressed(model, batch, "prunevid", R, 1)
-    _, session = generate_compressed(model, batch, "prunevid", R, 1, llm_alpha=1.0)
-    assert session.samples[0].visual_tokens_out == session.samples[0].visual_tokens_per_layer[-1]
+    _, session = generate_compressed(model, batch, "prunevid", R, 1, llm_alpha=1.0)  # the plain generate
+    s = session.samples[0]
+    assert s.visual_tokens_per_layer is None and 0 < s.visual_tokens_out < s.visual_tokens_in
     assert_restored(model)
