@@ -18,12 +18,14 @@ BASE = ["model=tiny_llava_ov", "benchmark=tiny_mvbench", "results_dir=/tmp/vtc_i
 METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
 
 # identity_hash of each config, computed by the code before the method was instantiated from its config (main at
-# 25fff1c, `eval.runner.plan` of `BASE` + the overrides): records written before this change must keep their folder
+# 25fff1c, `eval.runner.plan` of `BASE` + the overrides): records written before this change must keep their folder.
+# flashvid / prunevid gained in-LLM hyper-parameters (their configs changed, so their identity did): their values come
+# from the code before this change (bd335e4's eval/) run on the new conf/method/{flashvid,prunevid}.yaml
 GOLDEN = {
     "divprune": "f71c20e396", "dycoke": "3e884fade9", "dycoke_ttm": "dc6c81030e", "dycoke_vc2": "a0e5d56179",
     "evs": "19792f4059", "fastv": "d7b85b7cc8", "fastvid": "e73252c4c5", "fastvid_vc2": "7563e95ee2",
-    "flashvid": "e0f7b4c668", "holitom": "ccae82448f", "holitom_vc2": "a8f8eed918", "none": "3ef919abb2",
-    "pdrop": "e3527958e5", "prunevid": "c7ebc8384a", "random": "3d3228d40a", "sparsevlm": "848cd895ad",
+    "flashvid": "483fce63d2", "holitom": "ccae82448f", "holitom_vc2": "a8f8eed918", "none": "3ef919abb2",
+    "pdrop": "e3527958e5", "prunevid": "fea9d86ea0", "random": "3d3228d40a", "sparsevlm": "848cd895ad",
     "uniform": "90aa0f1dc5", "vidcom2": "68ec17213c", "visionzip": "8422850414", "visionzip_vc2": "6244db8da2",
     "vispruner": "658632eae7", "vidcom2_budget_uniform": "8f99c17153", "none_ratio_half": "3ef919abb2", "fastv_qwen25": "44cd250ee8",
     "visionzip_fca": "66eaca424d",
