@@ -268,9 +268,9 @@ def load_method_published(
     labels = [f"{method_label(m, methods)} official log" for m in runs["method"]]
     runs = runs.assign(kind="official_log", label=labels, paper_method=labels, paper="", arxiv="", location="")
     frame = pd.concat([papers, runs], ignore_index=True).rename(columns={"retention": "retention_ratio"})
-    for where, row in zip([(path, i + 2) for i in range(len(papers))] + [(runs_path, i + 2) for i in range(len(runs))],
-                          frame.itertuples()):  # fmt: skip
-        _check_method_row(row, f"{where[0]}:{where[1]}", methods)
+    lines = [f"{path}:{i + 2}" for i in range(len(papers))] + [f"{runs_path}:{i + 2}" for i in range(len(runs))]
+    for where, row in zip(lines, frame.itertuples()):  # line 1 is the header
+        _check_method_row(row, where, methods)
     frame["frames"] = pd.to_numeric(frame["frames"].replace("", None)).astype("Int64")
     frame["value"] = frame["value"].astype(float)
     frame["retention_ratio"] = frame["retention_ratio"].astype(float).round(4)
@@ -288,7 +288,7 @@ def _read_checked(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 def _check_method_row(row, where: str, methods: pd.DataFrame) -> None:
     known = set(methods["method"])
     if base_method(row.method) not in known:
-        raise ValueError(f"{where}: method {row.method!r} is not in methods.csv: use a registry name ({', '.join(known)})")
+        raise ValueError(f"{where}: method {row.method!r} is not in methods.csv: use a registry name ({', '.join(sorted(known))})")
     variant_overrides(row.method)  # an unknown variant is refused with its fix
     if row.metric not in METHOD_METRICS:
         raise ValueError(f"{where}: metric {row.metric!r} is not one of {', '.join(METHOD_METRICS)}")
