@@ -1,6 +1,8 @@
 """The VidCom2 paper's published numbers, its method names and ablation variants, and its two averaging rules.
 
-The table presets and sweep commands that run them live in :mod:`eval.presets`.
+The table presets and sweep commands that run them live in :mod:`eval.presets`. The other methods' own published
+numbers (their papers, official run logs) are loaded separately by :func:`load_method_published` and never mixed
+with the VidCom2 paper's rows (those are the VidCom2 authors' reruns and ports).
 
 Source: ``results/paper/paper_results.csv`` (the five tables of the VidCom2 project page, arXiv 2505.14454) and
 ``results/paper/methods.csv`` (paper method name -> registry name -> display label).
@@ -54,6 +56,9 @@ COLUMN_LABELS = {
     "videomme_long": "Long",
     "avg_score": "Avg.",
     "avg_relative_pct": "Rel. (%)",
+    "egoschema_full": "EgoSchema (full)",
+    "source_avg_score": "Avg. (source)",
+    "source_avg_relative_pct": "Rel. (%) (source)",
 }
 # benchmark_kind of a record -> the column its headline fills; VideoMME's breakdown fills short/medium/long.
 KIND_COLUMN = {
@@ -101,6 +106,11 @@ VARIANTS: dict[str, dict] = {
     "vidcom2:weight_2_1": {"score_weights": [2.0, 1.0]},
     "fastv+fca": {"budget": "fca"},
     "sparsevlm+fca": {"budget": "fca", "recycle": False},  # recycled centres belong to no frame
+    # the method papers' own runs (results/paper/method_papers.csv): HoliTom's scripts run T=0.65 at 10%
+    # (cokeshao/HoliTom e9b2972 scripts/eval_ov-7b_holitom.sh); FlashVID's Qwen2.5-VL script selects with ADTS v1
+    # and at least 4 segments (Fanziyang-v/FlashVID 1d37422 scripts/qwen2_5_vl.sh)
+    "holitom:tau_0.65": {"tau": 0.65},
+    "flashvid:qwen_script": {"selection": "attn_div", "min_segments": 4},
 }
 
 
@@ -227,3 +237,73 @@ def relative_accuracy(
 
 def _present(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+# ------------------------------------------------------------------------------- the other methods' own numbers
+
+METHOD_PAPER_COLUMNS = ("table", "label", "method", "paper_method", "paper", "arxiv", "location", "model", "frames",
+                        "metric", "retention", "value", "source")  # fmt: skip
+# Metrics a method source may publish: the paper columns, EgoSchema's full (submission) set (ours is the public
+# subset, conf/benchmark/egoschema.yaml) and the source's own averages (over its own columns; never recomputed here).
+METHOD_METRICS = (*ACCURACY_COLUMNS, *EXTRA_COLUMNS, "egoschema_full", "source_avg_score", "source_avg_relative_pct")
+
+
+def load_method_published(
+    path: Path | None = None, runs_path: Path | None = None, methods: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The other methods' own published numbers, tidy: table, label, kind, method (registry name or variant),
+    paper_method (the row's name as printed), paper, arxiv, location, model, frames (nullable Int64),
+    retention_ratio, metric, value, source.
+
+    ``method_papers.csv`` (kind "method_paper": each method paper's tables, including its runs of other methods)
+    and ``official_method_runs.csv`` (kind "official_log": the official repositories' run logs). Kept apart from
+    :func:`load_published` (the VidCom2 paper); the reporter compares them in their own tables
+    (:mod:`eval.report_methods`). Bad rows are refused with the file, the row and the fix.
+    """
+    methods = load_methods() if methods is None else methods
+    path = path or PAPER_DIR / "method_papers.csv"
+    runs_path = runs_path or PAPER_DIR / "official_method_runs.csv"
+    papers = _read_checked(path, METHOD_PAPER_COLUMNS).assign(kind="method_paper")
+    runs = _read_checked(runs_path, ("table", "model", "frames", "method", "retention", "metric", "value", "source"))
+    labels = [f"{method_label(m, methods)} official log" for m in runs["method"]]
+    runs = runs.assign(kind="official_log", label=labels, paper_method=labels, paper="", arxiv="", location="")
+    frame = pd.concat([papers, runs], ignore_index=True).rename(columns={"retention": "retention_ratio"})
+    lines = [f"{path}:{i + 2}" for i in range(len(papers))] + [f"{runs_path}:{i + 2}" for i in range(len(runs))]
+    for where, row in zip(lines, frame.itertuples()):  # line 1 is the header
+        _check_method_row(row, where, methods)
+    frame["frames"] = pd.to_numeric(frame["frames"].replace("", None)).astype("Int64")
+    frame["value"] = frame["value"].astype(float)
+    frame["retention_ratio"] = frame["retention_ratio"].astype(float).round(4)
+    return frame
+
+
+def _read_checked(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {', '.join(columns)}")
+    return frame[list(columns)]
+
+
+def _check_method_row(row, where: str, methods: pd.DataFrame) -> None:
+    known = set(methods["method"])
+    if base_method(row.method) not in known:
+        raise ValueError(f"{where}: method {row.method!r} is not in methods.csv: use a registry name ({', '.join(sorted(known))})")
+    variant_overrides(row.method)  # an unknown variant is refused with its fix
+    if row.metric not in METHOD_METRICS:
+        raise ValueError(f"{where}: metric {row.metric!r} is not one of {', '.join(METHOD_METRICS)}")
+    ratio, value = _number(row.retention_ratio), _number(row.value)
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"{where}: retention {row.retention_ratio!r} must be a number in (0, 1] (1 = vanilla)")
+    top = 200.0 if row.metric.endswith("relative_pct") else 100.0  # % of vanilla may exceed 100
+    if not 0.0 <= value <= top:
+        raise ValueError(f"{where}: value {row.value!r} of {row.metric} must be a number in [0, {top:g}] (0-100 scale)")
+    if str(row.frames) and not str(row.frames).isdigit():
+        raise ValueError(f"{where}: frames {row.frames!r} must be a positive integer or empty (not stated)")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan

@@ -6,7 +6,8 @@
 A preset is composed with Hydra (:func:`load_preset`) into its grid of rows (method or named variant x retention
 ratio, vanilla first) x benchmarks x seeds; :func:`sweep_commands` turns it into one resumable ``eval.run``
 multirun per row key, :func:`run_in_process` runs it in this process (tiny presets), :func:`published_for` gives the
-published rows its report compares with. The published numbers themselves, the method names and the variants are in
+published rows its report compares with (:func:`method_published_for`: the other methods' own sources, for presets
+with ``table.method_tables``). The published numbers themselves, the method names and the variants are in
 :mod:`eval.paper`. Used by ``make table-<name>`` and ``make sweep`` (docs/reporting.md).
 """
 
@@ -45,6 +46,7 @@ class Preset:
     pretrained: str | None = None  # the model's checkpoint (resolved), for the pre-load checks of row_status
     paper_model: str | None = None  # the model's name in paper_results.csv (null for tiny models)
     stands_in_for: tuple[str, ...] = ()  # a tiny preset: the paper presets whose code path it exercises
+    method_tables: tuple[str, ...] = ()  # the method sources compared with (eval.paper.load_method_published)
 
 
 def preset_names(kind: str) -> list[str]:
@@ -107,6 +109,7 @@ def load_preset(kind: str, name: str, overrides: tuple[str, ...] = ()) -> Preset
         pretrained=str(cfg.model.pretrained),
         paper_model=cfg.model.get("paper_model"),
         stands_in_for=tuple(table.get("stands_in_for") or ()),
+        method_tables=tuple(table.get("method_tables") or ()),
     )
 
 
@@ -135,11 +138,30 @@ def published_for(published: pd.DataFrame, preset=None) -> pd.DataFrame:
             parts.append(rows.assign(model=preset.model, frames=preset.frames))
         return pd.concat(parts, ignore_index=True).astype({"frames": "Int64"})
     table = getattr(preset, "paper_table", None)
-    if not table:
-        return published
+    if not table:  # a preset of a method source's table compares with that source only (method_published_for)
+        return published.iloc[0:0] if getattr(preset, "method_tables", ()) else published
     out = published[published["table"] == table].copy()
     out["table"] = table if table.startswith(("acc_", "efficiency_")) else f"acc_{table}"
     return out
+
+
+def method_published_for(published: pd.DataFrame, preset=None) -> pd.DataFrame:
+    """The method sources' rows a report compares with (:func:`eval.paper.load_method_published`): all of them, or
+    only the preset's ``method_tables``. A tiny counterpart gets the rows of the method-table presets it stands in
+    for, relabelled as its own model and frame count (random-weight numbers against published ones: the code path
+    runs offline, the numbers mean nothing), as :func:`published_for` does for the VidCom2 paper's rows."""
+    if preset is not None and getattr(preset, "stands_in_for", ()):
+        parts = [published.iloc[0:0]]
+        for name in preset.stands_in_for:
+            real = load_preset("experiment", name)
+            if not real.method_tables:
+                continue
+            rows = method_published_for(published, real)
+            rows = rows[(rows["model"] == real.paper_model) & (rows["frames"].isna() | (rows["frames"] == real.frames))]
+            parts.append(rows.assign(model=preset.model, frames=preset.frames))
+        return pd.concat(parts, ignore_index=True).astype({"frames": "Int64"})
+    tables = getattr(preset, "method_tables", ())
+    return published[published["table"].isin(tables)].copy() if tables else published
 
 
 def row_status(

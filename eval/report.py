@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import compare, env, paper, plots, presets, record, stats
+from eval import compare, env, paper, plots, presets, record, report_methods, stats
 from eval.runs import (  # noqa: F401  (re-exported: the reporter's records API)
     CELL,
     GROUP,
@@ -232,12 +232,14 @@ def build(
     rows: list[Row] | None = None,
     published: pd.DataFrame | None = None,
     title: str = "Results",
+    method_published: pd.DataFrame | None = None,
 ) -> str:
     """All tables (and plots unless ``plots_dir`` is None) for ``records``; returns the Markdown report.
 
     ``rows``: the row order and the "not implemented" rows of an experiment preset; default: the rows present.
     Writes ``accuracy``, ``efficiency``, ``vs_paper``, ``efficiency_vs_paper`` (.md/.csv/.tex) and ``report.md``
-    under ``out_dir``.
+    under ``out_dir``; with ``method_published`` (:func:`eval.paper.load_method_published`) also
+    ``vs_method_papers``: ours next to each method source's own numbers (:mod:`eval.report_methods`).
     """
     methods = paper.load_methods()
     runs, variant_notes = split_variants(runs_frame(records))
@@ -245,12 +247,13 @@ def build(
     agg = aggregate_seeds(runs)
     wide = accuracy_wide(agg)
     groups = list(dict.fromkeys(zip(wide["model_key"], wide["frames"])))
-    acc_tables, eff_tables, vs_tables, eff_vs_tables = [], [], [], []
+    acc_tables, eff_tables, vs_tables, eff_vs_tables, method_tables = [], [], [], [], []
     for group in groups:
         group_rows = rows if rows is not None else default_rows(in_group(wide, *group), methods)
         acc_tables.append(accuracy_table(wide, group, group_rows, methods))
         if published is not None and (vs := compare.vs_paper_table(acc_tables[-1], published, methods, default_rows)) is not None:
             vs_tables.append(vs)
+        method_tables += report_methods.vs_method_tables(acc_tables[-1], method_published, methods)
         for benchmark in dict.fromkeys(in_group(agg, *group)["benchmark"]):
             in_bench = in_group(agg, *group, benchmark)
             if in_bench[[c for c, _, _ in EFFICIENCY_COLUMNS]].isna().all().all():
@@ -273,7 +276,8 @@ def build(
     ci_tables = [stats.companion_table(ci, methods)] if not ci.empty else []
     vs_tables = [stats.mark_paper_in_ci(t, ci) for t in vs_tables]
     sections = [("accuracy", acc_tables), ("accuracy_ci", ci_tables), ("efficiency", eff_tables),
-                ("vs_paper", vs_tables), ("efficiency_vs_paper", eff_vs_tables)]  # fmt: skip
+                ("vs_paper", vs_tables), ("efficiency_vs_paper", eff_vs_tables),
+                ("vs_method_papers", method_tables)]  # fmt: skip
     parts = [f"# {title}\n", f"{len(records)} run records, {len(groups)} model/frames group(s).\n"]
     if runs["random_weights"].any():
         parts.append(f"> **{RANDOM_NOTE}**\n")
@@ -352,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     text = build(
         records, out, None if args.no_plots else (args.plots or Path("results/plots") / name), rows,
         None if args.no_paper else presets.published_for(paper.load_published(), preset), title=f"Results — {name}",
+        method_published=None if args.no_paper else presets.method_published_for(paper.load_method_published(), preset),
     )  # fmt: skip
     if not args.quiet:
         print(text)

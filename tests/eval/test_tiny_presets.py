@@ -94,6 +94,10 @@ def _check_vs_paper(preset, out: Path, acc: pd.DataFrame) -> None:
     """Every published row of the stood-in tables appears in the comparison with the paper's value; where both
     sides have a cell, Δ = ours − paper (ours recomputed here from the accuracy table, % of vanilla included)."""
     pub = _published(preset)
+    _check_vs_method_papers(preset, out, acc)
+    if pub.empty:  # stands in for method-source presets only (tiny_method_papers): no VidCom2-paper comparison
+        assert not (out / "vs_paper.csv").exists()
+        return
     vs = pd.read_csv(out / "vs_paper.csv")
     acc_pub = pub[pub["table"].str.startswith("acc_")]
     got = vs.set_index(["method", "retention_ratio", "metric"])
@@ -120,3 +124,24 @@ def _check_vs_paper(preset, out: Path, acc: pd.DataFrame) -> None:
     if pub["table"].str.startswith("efficiency_").any():
         eff = pd.read_csv(out / "efficiency_vs_paper.csv")
         assert {"vidcom2", "random"} <= set(eff["method"]) and eff["paper_change_pct"].notna().any()
+
+
+def _check_vs_method_papers(preset, out: Path, acc: pd.DataFrame) -> None:
+    """The method sources' rows of the stood-in presets (eval.presets.method_published_for) each appear in
+    vs_method_papers with their value; where ours exists, Δ = ours − published (ours from the accuracy table)."""
+    pub = presets.method_published_for(paper.load_method_published(), preset)
+    if pub.empty:
+        assert not (out / "vs_method_papers.csv").exists()
+        return
+    got = pd.read_csv(out / "vs_method_papers.csv").set_index(["table", "paper_method", "retention_ratio", "metric"])
+    for r in pub.itertuples():
+        assert got.loc[(r.table, r.paper_method, r.retention_ratio, r.metric), "published"] == pytest.approx(r.value)
+    ours = acc.set_index(["method", "retention_ratio"])
+    compared = 0
+    for (_, _, ratio, metric), row in got.iterrows():
+        if (row["method"], ratio) not in ours.index or metric not in ours or pd.isna(ours.loc[(row["method"], ratio), metric]):
+            assert pd.isna(row["ours"]) or metric not in ours
+            continue
+        assert row["delta"] == pytest.approx(ours.loc[(row["method"], ratio), metric] - row["published"])
+        compared += 1
+    assert compared > 0
