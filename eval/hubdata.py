@@ -60,14 +60,13 @@ _HUB_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
 
 def run_hf_home(bench: dict) -> Path | None:
     """``benchmark.hf_home`` as an absolute folder (``~`` and ``$VARS`` expanded, relative to the working directory),
-    or None when it is null or absent (the process's ``HF_HOME``)."""
-    from eval.validate import ConfigError
-
+    or None when it is null or absent (the process's ``HF_HOME``). A bad value raises ``ValueError`` (the runner
+    reports it as a configuration error)."""
     value = bench.get("hf_home")
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"benchmark.hf_home={value!r} is not a folder path; set benchmark.hf_home=<folder> (the "
+        raise ValueError(f"benchmark.hf_home={value!r} is not a folder path; set benchmark.hf_home=<folder> (the "
                           "Hugging Face cache this run reads, as HF_HOME) or benchmark.hf_home=null for $HF_HOME")
     return Path(os.path.expandvars(value)).expanduser().resolve()
 
@@ -107,19 +106,19 @@ def use_hf_home(home: Path | None):
 
 def check_hub_kind(bench: dict) -> None:
     """A ``tiny: true`` benchmark reads only a complete, current tiny hub; any other built-in benchmark refuses one
-    (its records would stand as the real benchmark's). Called with the run's ``HF_HOME`` in place."""
+    (its records would stand as the real benchmark's). Called with the run's ``HF_HOME`` in place; a refusal raises
+    ``ValueError`` (the runner reports it as a configuration error)."""
     if bench.get("offline"):
         return  # the project's own tasks (synthetic): no hub involved
     from eval.tinyhub.build import MARKER, is_current, marker
-    from eval.validate import ConfigError
 
     home, name, tiny = hf_home(), bench.get("name"), bool(bench.get("tiny"))
     if tiny and not is_current(home):
         why = "holds no tiny hub" if marker(home) is None else "holds an incomplete or outdated tiny hub"
-        raise ConfigError(f"benchmark.hf_home={home} {why} ({MARKER} missing or stale), and benchmark {name} reads "
+        raise ValueError(f"benchmark.hf_home={home} {why} ({MARKER} missing or stale), and benchmark {name} reads "
                           f"generated data only; build it with `python -m eval.tinyhub --out {home}` (make tiny-hub)")
     if not tiny and marker(home) is not None:
-        raise ConfigError(f"benchmark {name}: HF_HOME={home} is the generated tiny hub ({MARKER}), not the real "
+        raise ValueError(f"benchmark {name}: HF_HOME={home} is the generated tiny hub ({MARKER}), not the real "
                           f"{bench.get('dataset')}; run benchmark=tiny_{bench.get('kind')} on it, or point HF_HOME "
                           f"(or benchmark.hf_home) at a real Hugging Face cache")
 

@@ -94,11 +94,21 @@ def run(cfg) -> Path:
     hubdata.resolve_hf_home()  # one absolute HF_HOME for every built-in task's utils.py (read at their import)
     w = distributed.world()
     validate.check_root(c)
-    home = hubdata.run_hf_home(c["benchmark"])  # benchmark.hf_home: this run's HF_HOME (null: the process's)
+    home = _config_check(hubdata.run_hf_home, c["benchmark"])  # benchmark.hf_home: this run's HF_HOME (or null)
     # the synthetic tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable
     with distributed.fail_fast(w), env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())), \
             hubdata.use_hf_home(home):
         return _run(c, w)
+
+
+def _config_check(check, *args):
+    """``check(*args)``, its ``ValueError`` turned into the one-line :class:`eval.validate.ConfigError`."""
+    try:
+        return check(*args)
+    except validate.ConfigError:
+        raise
+    except ValueError as e:
+        raise validate.ConfigError(str(e)) from None
 
 
 def resolved(cfg) -> dict:
@@ -163,7 +173,7 @@ def prepare(c: dict, w: distributed.World):
     validate.check_generation(bench)
     if (problem := sampling.limit_mode_problem(bench, c["limit"])) is not None:
         raise validate.ConfigError(problem)
-    hubdata.check_hub_kind(bench)  # tiny benchmark <-> tiny hub
+    _config_check(hubdata.check_hub_kind, bench)  # tiny benchmark <-> tiny hub
     validate.check_data(bench)
     validate.check_hub_weights(pretrained, bool(p.meta["random_weights"]))
     return p, mirror, False

@@ -114,9 +114,9 @@ def _check_vs_paper(preset, out: Path, acc: pd.DataFrame) -> None:
             continue
         assert row["delta"] == pytest.approx(mine - row["paper"])
         compared += 1
-    if not _is_figure(preset):
-        assert compared > 0  # (a figure's cells are % of a random-weight vanilla that may score 0, then Δ is
-        # undefined: checked above)
+    if not _is_figure(preset) and preset.name != "tiny_acc_llava_egoschema_perceptiontest":
+        assert compared > 0  # (Table 3's columns, EgoSchema and PerceptionTest, have no tiny project task; a
+        # figure's cells are % of a random-weight vanilla that may score 0, then Δ is undefined: checked above)
     if pub["table"].str.startswith("efficiency_").any():
         eff = pd.read_csv(out / "efficiency_vs_paper.csv")
         assert {"vidcom2", "random"} <= set(eff["method"]) and eff["paper_change_pct"].notna().any()
