@@ -28,17 +28,23 @@ def load_benchmark(name: str) -> dict:
     if not path.is_file():
         names = sorted(p.stem for p in path.parent.glob("*.yaml") if not p.stem.startswith("tiny_"))
         raise SystemExit(f"benchmark={name}: no conf/benchmark/{name}.yaml; choices: {', '.join(names)}")
-    bench = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if bench.get("offline"):
-        raise SystemExit(f"benchmark={name} is a tiny offline benchmark: `python scripts/make_tiny_benchmarks.py` makes it")
-    return bench
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if raw.get("tiny"):
+        raise SystemExit(f"benchmark={name} reads the generated tiny hub, nothing to download: `python -m eval.tinyhub` "
+                         "(make tiny-hub) writes it")
+    if raw.get("offline"):
+        raise SystemExit(f"benchmark={name} is a generated offline benchmark: `python scripts/make_tiny_benchmarks.py` makes it")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
 def leaf_tasks(tasks: list[str], prompt_model: str = "default") -> dict:
     """``{task name: lmms-eval task object}`` of ``tasks`` (groups expanded); building them fetches missing data."""
+    from lmms_eval.api import task as lmms_task
     from lmms_eval.tasks import TaskManager, get_task_dict
 
     from eval.hubdata import builtin_dirs
+
+    getattr(lmms_task._resolve_hf_datasets_cache_dir, "cache_clear", lambda: None)()  # memoised from HF_HOME
 
     dirs = builtin_dirs(tasks)
     tm = TaskManager(include_path=dirs, include_defaults=dirs is None, model_name=prompt_model, verbosity="WARNING")

@@ -5,7 +5,8 @@ result without samples for every requested task is an error. Other pinned choice
 ``datetime_str`` is passed (its default is frozen at import), ``process_docs_parallel=1`` (LongVideoBench's random
 fallback draw must be reproducible), ``bootstrap_iters=0`` (stderr bootstrap is not used), batch size 1, and the
 ``TaskManager`` gets the family's prompt key as ``model_name`` (it selects ``lmms_eval_specific_kwargs`` blocks) and
-the harness's tiny tasks as ``include_path`` (unique ``tiny_*`` names: built-in tasks shadow local ones).
+as ``include_path`` either the project's own tasks (``offline: true``: the synthetic benchmark, unique ``synthetic_*``
+names, since built-in tasks shadow local ones) or the lmms-eval folders of the built-in tasks.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, see
     # lmms-eval memoises the datasets cache folder (from HF_HOME) for the whole process: re-read it per evaluation
     getattr(lmms_task._resolve_hf_datasets_cache_dir, "cache_clear", lambda: None)()
 
-    # offline tiny tasks need no built-in index (0.01 s instead of ~3 s, and no shadowing possible); built-in tasks of
+    # the project's own tasks need no built-in index (0.01 s instead of ~3 s, and no shadowing possible); built-in tasks of
     # the six video benchmarks are indexed from their own lmms-eval folders only (the same unmodified YAMLs)
     from eval.hubdata import builtin_dirs
 
@@ -50,7 +51,7 @@ def run_tasks(lm, tasks: list[str], *, prompt_model: str, limit: int | None, see
         tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=True, model_name=prompt_model, verbosity="WARNING")
     unknown = [t for t in tasks if t not in tm.all_tasks]
     if unknown:
-        raise ValueError(f"lmms-eval does not know task(s) {unknown}; the tiny tasks live in {TASKS_DIR}")
+        raise ValueError(f"lmms-eval does not know task(s) {unknown}; the project's own tasks live in {TASKS_DIR}")
     from eval import sampling
 
     scope = sampling.stratified(stratify, limit) if stratify and limit else contextlib.nullcontext()

@@ -15,11 +15,20 @@ A built-in task with ``dataset_kwargs.video: true`` needs two things under ``$HF
 
 ``HF_HOME`` is read at import time by several task ``utils.py`` (MLVU defaults to the relative ``./~/.cache/...``,
 PerceptionTest never expands ``~``): :func:`resolve_hf_home` fixes one absolute value before lmms-eval is imported.
+
+``benchmark.hf_home`` (null = that process value) points one run at another cache, e.g. the tiny hub of the
+``tiny_*`` benchmarks: :func:`use_hf_home` makes it the run's ``HF_HOME`` before the data check and the evaluation.
+That reaches every reader: lmms-eval re-executes a task's ``utils.py`` at every task build (``lmms_eval/utils.py``
+``import_function``) and resolves its datasets cache per evaluation (:func:`eval.evaluate.run_tasks` clears its
+memo); huggingface_hub's ``constants.HF_HUB_CACHE`` (read by ``snapshot_download`` / ``hf_hub_download`` at each
+call, but fixed at its import) follows for the run when it is already imported, unless ``HF_HUB_CACHE`` is set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -42,6 +51,76 @@ def resolve_hf_home() -> Path:
     home = Path(os.path.expandvars(os.environ.get("HF_HOME") or DEFAULT_HF_HOME)).expanduser().resolve()
     os.environ["HF_HOME"] = str(home)
     return home
+
+
+#: variables that would move the annotations out of ``benchmark.hf_home``: unset for a run that sets it
+_ELSEWHERE = ("HF_DATASETS_CACHE", "LMMS_EVAL_DATASETS_CACHE")
+_HUB_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+
+
+def run_hf_home(bench: dict) -> Path | None:
+    """``benchmark.hf_home`` as an absolute folder (``~`` and ``$VARS`` expanded, relative to the working directory),
+    or None when it is null or absent (the process's ``HF_HOME``). A bad value raises ``ValueError`` (the runner
+    reports it as a configuration error)."""
+    value = bench.get("hf_home")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"benchmark.hf_home={value!r} is not a folder path; set benchmark.hf_home=<folder> (the "
+                          "Hugging Face cache this run reads, as HF_HOME) or benchmark.hf_home=null for $HF_HOME")
+    return Path(os.path.expandvars(value)).expanduser().resolve()
+
+
+@contextlib.contextmanager
+def use_hf_home(home: Path | None):
+    """``HF_HOME=home`` for the duration of one run (nothing changes when ``home`` is None), restored after.
+
+    ``HF_DATASETS_CACHE`` / ``LMMS_EVAL_DATASETS_CACHE`` are unset meanwhile, so the annotations and the video folders
+    come from ``home``. The hub cache (dataset snapshots, and a hub model's weights) follows huggingface_hub's own
+    rule: an explicit ``HF_HUB_CACHE`` wins, else ``<home>/hub``, also in its import-time constants when it is
+    already imported (so running a hub model on the tiny hub needs its weights there, or ``HF_HUB_CACHE`` set)."""
+    if home is None:
+        yield None
+        return
+    env = {k: os.environ.get(k) for k in ("HF_HOME", *_ELSEWHERE)}
+    consts = sys.modules.get("huggingface_hub.constants")
+    hub_explicit = any(os.environ.get(k) for k in _HUB_VARS)
+    values = {"HF_HOME": str(home), **({} if hub_explicit else {"HF_HUB_CACHE": str(home / "hub")})}
+    saved = {a: getattr(consts, a) for a in values if consts is not None and hasattr(consts, a)}
+    os.environ["HF_HOME"] = str(home)
+    for k in _ELSEWHERE:
+        os.environ.pop(k, None)
+    for attr in saved:
+        setattr(consts, attr, values[attr])
+    try:
+        yield home
+    finally:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for attr, v in saved.items():
+            setattr(consts, attr, v)
+
+
+def check_hub_kind(bench: dict) -> None:
+    """A ``tiny: true`` benchmark reads only a complete, current tiny hub; any other built-in benchmark refuses one
+    (its records would stand as the real benchmark's). Called with the run's ``HF_HOME`` in place; a refusal raises
+    ``ValueError`` (the runner reports it as a configuration error)."""
+    if bench.get("offline"):
+        return  # the project's own tasks (synthetic): no hub involved
+    from eval.tinyhub.build import MARKER, is_current, marker
+
+    home, name, tiny = hf_home(), bench.get("name"), bool(bench.get("tiny"))
+    if tiny and not is_current(home):
+        why = "holds no tiny hub" if marker(home) is None else "holds an incomplete or outdated tiny hub"
+        raise ValueError(f"benchmark.hf_home={home} {why} ({MARKER} missing or stale), and benchmark {name} reads "
+                          f"generated data only; build it with `python -m eval.tinyhub --out {home}` (make tiny-hub)")
+    if not tiny and marker(home) is not None:
+        raise ValueError(f"benchmark {name}: HF_HOME={home} is the generated tiny hub ({MARKER}), not the real "
+                          f"{bench.get('dataset')}; run benchmark=tiny_{bench.get('kind')} on it, or point HF_HOME "
+                          f"(or benchmark.hf_home) at a real Hugging Face cache")
 
 
 def hf_home() -> Path:

@@ -62,13 +62,16 @@ KINDS = ("mvbench", "videomme", "longvideobench", "mlvu", "egoschema", "percepti
 # Root config keys that do not change a run's results (where it is written, how it is shown or mirrored, where the
 # same files are found, how Hydra launches it, a table preset's layout); everything else is part of the identity.
 # ``budget`` and ``retention_ratio`` enter resolved (method hyper-parameters; 1.0 for none), ``device`` as its kind.
-NON_IDENTITY_KEYS = ("progress", "results_dir", "logger", "force", "cache_dir", "tiny_data", "hydra", "table",
+NON_IDENTITY_KEYS = ("progress", "results_dir", "logger", "force", "cache_dir", "tiny_data", "tiny_hub", "hydra", "table",
                      "sweep", "budget", "retention_ratio", "device", "method", "model", "benchmark")  # fmt: skip
 # Root keys added after records existed, with the value every earlier run implicitly had: at that value they stay out
 # of the identity, so earlier records keep their hash (batch 1 is how every run went before `batch_size` existed)
 IMPLICIT_BEFORE = {"batch_size": 1}
 # Model keys that only label a run (the table name, the paper's name, the random-weights warning)
 MODEL_LABELS = ("paper_model", "random_weights")
+# Benchmark keys that only say where the same data is found (the HF_HOME of the run): the data's identity is the
+# benchmark's name, tasks and datasets (a tiny benchmark is named tiny_*, and refuses a real cache)
+BENCHMARK_LOCATIONS = ("hf_home",)
 HASH_LEN = 10
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 
@@ -85,8 +88,9 @@ def identity(config: dict, hparams: dict, retention_ratio: float, device_kind: s
         if key in root and root[key] == implicit:
             del root[key]
     model = {k: v for k, v in (config.get("model") or {}).items() if k not in MODEL_LABELS}
+    bench = {k: v for k, v in (config.get("benchmark") or {}).items() if k not in BENCHMARK_LOCATIONS}
     method = {"name": (config.get("method") or {}).get("name"), **hparams}
-    return _jsonable({"benchmark": config.get("benchmark"), "model": model, "method": method,
+    return _jsonable({"benchmark": bench, "model": model, "method": method,
                       "retention_ratio": float(retention_ratio), "device": device_kind, **root})  # fmt: skip
 
 

@@ -105,9 +105,21 @@ def run(cfg) -> Path:
     hubdata.resolve_hf_home()  # one absolute HF_HOME for every built-in task's utils.py (read at their import)
     w = distributed.world()
     config_shape.check_root(c)
-    # the tiny tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable
-    with distributed.fail_fast(w), env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())):
+    home = _config_check(hubdata.run_hf_home, c["benchmark"])  # benchmark.hf_home: this run's HF_HOME (or null)
+    # the synthetic tasks' doc_to_visual (called inside lmms-eval) finds the videos through this variable
+    with distributed.fail_fast(w), env_var("VTC_TINY_DATA", str(Path(c["tiny_data"]).resolve())), \
+            hubdata.use_hf_home(home):
         return _run(c, w)
+
+
+def _config_check(check, *args):
+    """``check(*args)``, its ``ValueError`` turned into the one-line :class:`eval.validate.ConfigError`."""
+    try:
+        return check(*args)
+    except validate.ConfigError:
+        raise
+    except ValueError as e:
+        raise validate.ConfigError(str(e)) from None
 
 
 def resolved(cfg) -> dict:
@@ -184,6 +196,7 @@ def prepare(c: dict, w: distributed.World):
     validate.check_generation(bench)
     if (problem := sampling.limit_mode_problem(bench, c["limit"])) is not None:
         raise validate.ConfigError(problem)
+    _config_check(hubdata.check_hub_kind, bench)  # tiny benchmark <-> tiny hub
     validate.check_data(bench)
     validate.check_hub_weights(pretrained, bool(p.meta["random_weights"]))
     return p, mirror, False
@@ -248,7 +261,8 @@ def build_record(c, meta, bench, comp, results, rows, lm, wall, device, peak=Non
     shape = measure.LLMShape.from_config(hf.config)
     fed = [r["frames_fed"] for r in rows if r.get("frames_fed") is not None]
     attn = getattr(getattr(hf.config, "get_text_config", lambda: hf.config)(), "_attn_implementation", None)
-    extra = {"video_reader": os.environ.get("FORCE_QWENVL_VIDEO_READER"), "adapter": lm.session_info}
+    extra = {"video_reader": os.environ.get("FORCE_QWENVL_VIDEO_READER"), "adapter": lm.session_info,
+             "hf_home": str(hubdata.hf_home())}
     return {
         "schema_version": record.SCHEMA_VERSION,
         "status": "finished",

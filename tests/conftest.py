@@ -29,9 +29,15 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
+TINY_HUB = ROOT / ".cache" / "tiny_hub"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shared_assets():
-    """The tiny checkpoints (scripts/make_tiny_models.py) and videos (scripts/make_tiny_benchmarks.py) in .cache."""
+    """The tiny checkpoints (scripts/make_tiny_models.py), videos (scripts/make_tiny_benchmarks.py) and the tiny hub
+    (``python -m eval.tinyhub``, rebuilt only when stale) in .cache. ``$VTC_TINY_HUB`` points every test's runs at that
+    one hub (the default ``<cache_dir>/tiny_hub`` would follow a test's temporary ``cache_dir``); a test that needs
+    another hub passes ``tiny_hub=<folder>`` (a Hydra override beats the variable)."""
     import os
     import subprocess
     import sys
@@ -41,9 +47,12 @@ def _shared_assets():
     cache = ROOT / ".cache"
     cache.mkdir(exist_ok=True)
     with FileLock(str(cache / ".test-assets.lock")):
-        for script in ("scripts/make_tiny_models.py", "scripts/make_tiny_benchmarks.py"):
-            subprocess.run([sys.executable, script], cwd=ROOT, check=True, capture_output=True,
+        for cmd in ("scripts/make_tiny_models.py", "scripts/make_tiny_benchmarks.py", "-m eval.tinyhub"):
+            subprocess.run([sys.executable, *cmd.split()], cwd=ROOT, check=True, capture_output=True,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VTC_TINY_HUB", str(TINY_HUB))
+        yield
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""The offline tiny benchmark: deterministic synthetic videos and docs in each real benchmark's format.
+"""The tiny benchmark data: deterministic synthetic videos and docs in each real benchmark's format.
 
 Every video is a few coloured shapes moving in straight lines over a plain background, written as H.264 mp4 with
 PyAV. Everything (shape, colour, direction, count, frame count) follows from a fixed spec below, so two runs of
@@ -7,19 +7,18 @@ prompt and scoring functions read (MVBench ``video/question/candidates/answer``;
 domain/sub_category/task_type/options/answer``; LongVideoBench ``video_path/option0..4/correct_choice/
 duration_group/question_category``; MLVU dev ``video_name/question/answer/task_type``).
 
-The doc JSON files live next to the task YAMLs (``eval/tasks/tiny_*/``, committed, tiny); the videos are generated
-into the cache folder (:func:`eval.tasks.tiny_utils.data_dir`) by ``python scripts/make_tiny_benchmarks.py``.
+The tiny hub (:mod:`eval.tinyhub`) serves these docs and clips to lmms-eval's built-in tasks in each dataset's hub
+layout (``benchmark=tiny_*``); ``python scripts/make_tiny_benchmarks.py`` also writes the clips into the cache folder
+(:func:`eval.tasks.tiny_utils.data_dir`), next to the synthetic benchmark's.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-TASKS_DIR = Path(__file__).resolve().parent
 SIZE = 128  # px, square; even (H.264 4:2:0 needs even sides)
 FPS = 8
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 220), "yellow": (230, 210, 40)}
@@ -204,27 +203,6 @@ def mlvu_docs() -> list[dict]:
         body = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(opts))
         docs.append({"video_name": name, "question": f"{q}\n{body}", "answer": LETTERS[opts.index(ans)], "task_type": task_type})
     return docs
-
-
-def doc_files() -> dict[Path, list[dict]]:
-    """Every committed doc file (path under ``eval/tasks``) and its content."""
-    files = {TASKS_DIR / "tiny_mvbench" / f"{sub}.json": docs for sub, docs in mvbench_docs().items()}
-    files[TASKS_DIR / "tiny_videomme" / "docs.json"] = videomme_docs()
-    files[TASKS_DIR / "tiny_longvideobench" / "docs.json"] = longvideobench_docs()
-    files[TASKS_DIR / "tiny_mlvu" / "docs.json"] = mlvu_docs()
-    return files
-
-
-def dumps(docs: list[dict]) -> str:
-    return json.dumps(docs, indent=1, sort_keys=True) + "\n"
-
-
-def write_docs() -> list[Path]:
-    """(Re)write the committed doc files from the spec; returns their paths."""
-    for path, docs in doc_files().items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dumps(docs))
-    return list(doc_files())
 
 
 def build(video_dir: Path, force: bool = False) -> list[Path]:

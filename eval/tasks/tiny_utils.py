@@ -1,9 +1,9 @@
-"""``doc_to_visual`` functions of the tiny offline tasks: resolve a doc's video in the tiny-benchmark cache.
+"""``doc_to_visual`` of the project's own MVBench-format tasks (``synthetic_mvbench``): a doc's video in the cache.
 
 The videos are generated (``python scripts/make_tiny_benchmarks.py``) into :func:`data_dir`; a missing video raises
 ``FileNotFoundError`` naming the command that makes it (lmms-eval's own MVBench loader only logs a missing video,
-pitfall 8 of the spec, so the tiny tasks never rely on it). Prompts and scoring are lmms-eval's own functions,
-referenced from the task YAMLs.
+pitfall 8 of the spec, so these tasks never rely on it). Prompts and scoring are lmms-eval's own functions,
+referenced from the task YAMLs. (The tiny_* benchmarks use lmms-eval's built-in tasks on the tiny hub instead.)
 """
 
 from __future__ import annotations
@@ -33,15 +33,3 @@ def video_path(name: str) -> str:
 
 def mvbench_doc_to_visual(doc, lmms_eval_specific_kwargs=None):
     return [video_path(doc["video"])]
-
-
-def videomme_doc_to_visual(doc):
-    return [video_path(doc["videoID"] + ".mp4")]
-
-
-def longvideobench_doc_to_visual(doc):
-    return [video_path(doc["video_path"])]
-
-
-def mlvu_doc_to_visual(doc):
-    return [video_path(doc["video_name"])]

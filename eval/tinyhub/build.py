@@ -7,7 +7,10 @@ For every dataset of :mod:`eval.tinyhub.specs`:
   ``load_dataset`` in offline mode finds it through ``CachedDatasetModuleFactory``;
 - the hub-cache snapshot ``hub/datasets--<org>--<name>/{refs/<revision>, snapshots/<sha>/<archive>}`` holding the
   videos as an archive (what ``snapshot_download`` returns and lmms-eval unpacks on a first run);
-- unless ``unpack=False``, the unpacked video folder ``$HF_HOME/<cache_dir>/...`` (what a finished first run leaves).
+- unless ``unpack=False``, the unpacked video folder ``$HF_HOME/<cache_dir>/...`` (what a finished first run leaves);
+- last, the marker file :data:`MARKER` (format and a digest of the spec): the harness reads it to tell the tiny hub
+  from a real Hugging Face cache (a tiny benchmark needs it, a real benchmark refuses it) and :func:`ensure` rebuilds a
+  hub whose marker is missing or stale (an interrupted build never writes it).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from eval.tinyhub.specs import DATASETS, HubDataset
 DEFAULT = Path(".cache") / "tiny_hub"
 #: fixed "commit" of every tiny snapshot (40 hex digits, like a real one)
 SHA = hashlib.sha1(b"vidcom2 tiny hub v1").hexdigest()
+#: written last by a complete :func:`build`: ``{"format": 1, "digest": <spec digest>, "kinds": [...], ...}``
+MARKER = "vidcom2_tiny_hub.json"
+FORMAT = 1
 
 
 def _clip_file(name: str, clips: Path) -> Path:
@@ -103,9 +109,37 @@ def write_snapshot(ds: HubDataset, hub: Path, clips: Path) -> Path:
     return snap
 
 
+def spec_digest() -> str:
+    """SHA-256 (16 hex digits) of everything the hub is made from: every dataset's docs and video paths, the clip
+    specs, the snapshot commit and the format; a change to any of them makes an existing hub stale."""
+    payload = {
+        "format": FORMAT, "sha": SHA,
+        "datasets": {k: vars(f()) for k, f in DATASETS.items()},
+        "clips": {n: vars(c) for n, c in td.CLIPS.items()},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def marker(hf_home: Path) -> dict | None:
+    """The parsed marker of the tiny hub at ``hf_home``, or None when there is none (not a tiny hub, or unfinished)."""
+    path = Path(hf_home) / MARKER
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_current(hf_home: Path) -> bool:
+    """True when ``hf_home`` holds a complete tiny hub built from the current spec: all six datasets' annotations,
+    with their videos unpacked or in snapshot archives (lmms-eval unpacks those on the first run, as from the hub)."""
+    m = marker(hf_home)
+    return bool(m) and m.get("digest") == spec_digest() and m.get("complete") is True
+
+
 def build(hf_home: Path = DEFAULT, kinds: list[str] | None = None, unpack: bool = True, snapshot: bool = True) -> Path:
     """Write the tiny hub for ``kinds`` (default all six) into ``hf_home``; returns its absolute path."""
     home = Path(hf_home).resolve()
+    (home / MARKER).unlink(missing_ok=True)  # a hub being (re)written is not a finished one
     clips = home / ".tiny_clips"
     for kind in kinds or list(DATASETS):
         ds = DATASETS[kind]()
@@ -114,7 +148,33 @@ def build(hf_home: Path = DEFAULT, kinds: list[str] | None = None, unpack: bool 
             write_snapshot(ds, home / "hub", clips)
         if unpack:
             write_videos(ds, home / ds.cache_dir, clips)
+    complete = (unpack or snapshot) and set(kinds or DATASETS) == set(DATASETS)
+    info = {"format": FORMAT, "digest": spec_digest(), "complete": complete, "kinds": sorted(kinds or DATASETS),
+            "unpacked": unpack, "snapshots": snapshot}
+    _atomic_text(home / MARKER, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return home
+
+
+def ensure(hf_home: Path = DEFAULT) -> Path:
+    """The complete tiny hub at ``hf_home``, built (or rebuilt) only when its marker is missing or stale."""
+    home = Path(hf_home).resolve()
+    return home if is_current(home) else build(home)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def docs(kind: str) -> list[dict]:

@@ -5,7 +5,8 @@ Layouts learned from the installed task code (``lmms_eval/tasks/<folder>/``; the
 ``dataset_name``, ``test_split``, ``dataset_kwargs.cache_dir``; ``utils.py`` gives the path joins and doc fields):
 
 - MVBench (``mvbench/utils.py`` ``mvbench_doc_to_visual``, ``DATA_LIST``): ``OpenGVLab/MVBench`` revision ``video``,
-  one config per subtask (20), split ``train``; video ``mvbench_video/<DATA_LIST[sub_task]>/<doc.video>``; fields
+  one config per subtask (20; 1 doc each, 2 for ``moving_direction`` / ``moving_count``), split ``train``; video
+  ``mvbench_video/<DATA_LIST[sub_task]>/<doc.video>``; fields
   ``video, question, candidates, answer`` (answer is a candidate's text).
 - VideoMME (``videomme/utils.py``): ``lmms-eval/Video-MME`` default config, split ``test``; video
   ``videomme/data/<doc.videoID>.mp4``; ``domain/sub_category/task_type`` must be in the utils' hard-coded lists.
@@ -68,12 +69,20 @@ def _questions(j: int):
 
 
 def mvbench() -> HubDataset:
+    """All 20 subtasks; ``moving_direction`` and ``moving_count`` (``benchmark=tiny_mvbench``) hold two docs each
+    (:func:`eval.tasks.tiny_data.mvbench_docs`), every other subtask one."""
     configs, videos = {}, {}
+    two = td.mvbench_docs()
     for j, sub in enumerate(MVBENCH_FOLDERS):
-        clip, q, opts, ans = _questions(j)
-        name = f"{sub}_{j:02d}.mp4"
-        videos[f"{MVBENCH_FOLDERS[sub]}/{name}"] = clip.name
-        configs[sub] = {"train": [{"video": name, "question": q, "candidates": opts, "answer": ans}]}
+        if sub in two:
+            docs = two[sub]
+            videos.update({f"{MVBENCH_FOLDERS[sub]}/{d['video']}": d["video"] for d in docs})
+        else:
+            clip, q, opts, ans = _questions(j)
+            name = f"{sub}_{j:02d}.mp4"
+            videos[f"{MVBENCH_FOLDERS[sub]}/{name}"] = clip.name
+            docs = [{"video": name, "question": q, "candidates": opts, "answer": ans}]
+        configs[sub] = {"train": docs}
     return HubDataset("mvbench", "OpenGVLab/MVBench", "video", "mvbench_video", configs, videos)
 
 

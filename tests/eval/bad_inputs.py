@@ -36,8 +36,8 @@ CASES = [
     _c("seed_text", "seed=abc", "seed"),
     _c("seed_negative", "seed=-1", "seed"),
     _c("seed_bool", "seed=true", "seed"),
-    _c("max_new_tokens_zero", "+benchmark.max_new_tokens=0", "benchmark.max_new_tokens"),
-    _c("max_new_tokens_text", "+benchmark.max_new_tokens=many", "benchmark.max_new_tokens"),
+    _c("max_new_tokens_zero", "benchmark.max_new_tokens=0", "benchmark.max_new_tokens"),
+    _c("max_new_tokens_text", "benchmark.max_new_tokens=many", "benchmark.max_new_tokens"),
     _c("limit_zero", "limit=0", "limit"),
     _c("limit_negative", "limit=-1", "limit"),
     _c("limit_text", "limit=abc", "limit"),
@@ -82,18 +82,21 @@ CASES = [
     _c("results_dir_full", "", "results_dir", "full_disk"),
     _c("force_text", "force=maybe", "force"),
     _c("progress_text", "progress=maybe", "progress"),
-    _c("task_json_malformed", "", "moving_count.json", "bad_task_json"),
-    _c("video_corrupt", "tiny_data={videos}", "does not decode", "corrupt_video"),
-    _c("task_yaml_malformed", "", "tiny_mvbench_moving_count.yaml", "bad_task_yaml"),
+    _c("task_json_malformed", "benchmark=synthetic_mvbench", "control.json", "bad_task_json"),
+    _c("video_corrupt", "tiny_hub={hub}", "does not decode", "corrupt_video"),
+    _c("task_yaml_malformed", "benchmark=synthetic_mvbench", "synthetic_mvbench_control.yaml", "bad_task_yaml"),
+    _c("hf_home_not_a_path", "benchmark.hf_home=5", "benchmark.hf_home"),
+    _c("tiny_benchmark_without_tiny_hub", "tiny_hub={file}", "benchmark.hf_home", "file"),
+    _c("real_benchmark_on_tiny_hub", "benchmark=mlvu benchmark.hf_home={tiny_hub}", "benchmark.hf_home"),
 ]
 
 
 def base(tmp: Path) -> dict[str, str]:
-    """The valid run every case starts from (tiny assets in the repository's ``.cache``)."""
+    """The valid run every case starts from (tiny assets and the tiny hub in the repository's ``.cache``)."""
     cache = ROOT / ".cache"
     return {"model": "tiny_llava_ov", "benchmark": "tiny_mvbench", "method": "vidcom2", "limit": "1",
             "progress": "false", "cache_dir": str(cache), "tiny_data": str(cache / "tiny_bench" / "videos"),
-            "results_dir": str(tmp / "runs")}  # fmt: skip
+            "tiny_hub": str(cache / "tiny_hub"), "results_dir": str(tmp / "runs")}  # fmt: skip
 
 
 def overrides(case: Case, tmp: Path) -> list[str]:
@@ -101,8 +104,9 @@ def overrides(case: Case, tmp: Path) -> list[str]:
     args = base(tmp)
     for o in case.overrides:
         key, value = o.split("=", 1)
-        args[key] = value.replace("{file}", str(tmp / "a_file")).replace("{videos}", str(tmp / "videos")).replace(
-            "{llava}", str(ROOT / ".cache" / "tiny_models" / "llava_onevision"))
+        args[key] = value.replace("{file}", str(tmp / "a_file")).replace("{hub}", str(tmp / "hub")).replace(
+            "{llava}", str(ROOT / ".cache" / "tiny_models" / "llava_onevision")).replace(
+            "{tiny_hub}", str(ROOT / ".cache" / "tiny_hub"))
     return [f"{k}={v}" for k, v in args.items()]
 
 
@@ -119,9 +123,9 @@ def prepare(case: Case, tmp: Path, monkeypatch) -> None:
         monkeypatch.setenv("HF_HOME", str(tmp / "hf_home"))
         monkeypatch.delenv("HF_HUB_CACHE", raising=False)
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    elif case.setup == "corrupt_video":  # a copy of the tiny videos with one clip overwritten by garbage
-        shutil.copytree(ROOT / ".cache" / "tiny_bench" / "videos", tmp / "videos")
-        victim = tmp / "videos" / sorted(eval.validate.tiny_videos(["tiny_mvbench"]))[0]  # a clip the base run reads
+    elif case.setup == "corrupt_video":  # a copy of the tiny hub with one MVBench clip overwritten by garbage
+        shutil.copytree(ROOT / ".cache" / "tiny_hub", tmp / "hub")
+        victim = sorted((tmp / "hub" / "mvbench_video").rglob("*.mp4"))[0]  # the first the pre-load probe decodes
         victim.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 4)
     elif case.setup == "file":
         (tmp / "a_file").write_text("not a folder\n")
@@ -131,8 +135,8 @@ def prepare(case: Case, tmp: Path, monkeypatch) -> None:
     elif case.setup in ("bad_task_json", "bad_task_yaml"):
         tasks = tmp / "tasks"
         shutil.copytree(ROOT / "eval" / "tasks", tasks)
-        bad = "moving_count.json" if case.setup == "bad_task_json" else "tiny_mvbench_moving_count.yaml"
-        (tasks / "tiny_mvbench" / bad).write_text('[{"video": "clip00.mp4", "question": \n' if bad.endswith(
+        bad = "control.json" if case.setup == "bad_task_json" else "synthetic_mvbench_control.yaml"
+        (tasks / "synthetic_mvbench" / bad).write_text('[{"video": "clip00.mp4", "question": \n' if bad.endswith(
             "json") else "task: [unclosed\n  - : :\n")
         monkeypatch.setattr(eval.evaluate, "TASKS_DIR", tasks)
         monkeypatch.setattr(eval.validate, "TASKS_DIR", tasks)

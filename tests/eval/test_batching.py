@@ -8,7 +8,6 @@ counts, differ within one batch), so the batched path is the one ``eval.run batc
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
@@ -111,7 +110,7 @@ def mlvu_requests(tmp_path_factory):
     from eval.tasks import tiny_data
 
     folder = tmp_path_factory.mktemp("clips")
-    docs = json.loads((tiny_data.TASKS_DIR / "tiny_mlvu" / "docs.json").read_text())[:4]
+    docs = [dict(d) for d in tiny_data.mlvu_docs()[:4]]  # MLVU dev's doc format (the tiny hub's mlvu docs)
     for i, (doc, frames) in enumerate(zip(docs, (16, 24, 32, 20))):
         doc["video_name"] = f"clip{i}.mp4"
         tiny_data.write_mp4(_noise_clip(frames, seed=i), folder / doc["video_name"])

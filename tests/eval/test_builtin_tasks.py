@@ -1,14 +1,17 @@
 """lmms-eval's BUILT-IN tasks (unmodified YAMLs and utils) end to end on the tiny hub, offline; first run; refusals.
 
 The tiny hub (:mod:`eval.tinyhub`) is a generated ``HF_HOME``: datasets arrow caches under the real repository
-identities, hub snapshots with video archives, unpacked video folders. Expected breakdown keys and counts come from
-the hub's own doc spec (what was written), not from :mod:`eval.accuracy`.
+identities, hub snapshots with video archives, unpacked video folders; the ``tiny_*`` benchmark configs select it by
+``benchmark.hf_home`` (the shared hub of the session, ``$VTC_TINY_HUB``: tests/conftest.py). The matrix runs every
+benchmark x {tiny LLaVA-OV, tiny Qwen2.5-VL} x {none, vidcom2}. Expected breakdown keys, doc counts and frame counts
+come from the hub's own doc spec and the model configs (what was written), not from :mod:`eval.accuracy`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,39 +23,51 @@ from eval.tinyhub.specs import DATASETS, MVBENCH_FOLDERS
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 LIMIT = 2
-MV_SUBSET = ["mvbench_action_count", "mvbench_moving_count"]
+KINDS = tuple(DATASETS)
+MV_TASKS = ["mvbench_moving_direction", "mvbench_moving_count"]  # conf/benchmark/tiny_mvbench.yaml
+MODELS = {"tiny_llava_ov": 2, "tiny_qwen2_5_vl": 4}  # model -> model.frames of the matrix
+TOKENS = 4  # benchmark.max_new_tokens of the matrix (random weights never stop early)
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """Tiny LLaVA-OV and Qwen2.5-VL checkpoints, and a full tiny hub as HF_HOME (restored after the module)."""
+    """Tiny LLaVA-OV and Qwen2.5-VL checkpoints in a temp cache (the tiny hub is the session's shared one)."""
     from vidcom2.testing import tiny
 
     root = tmp_path_factory.mktemp("cache")
     for arch in ("llava_onevision", "qwen2_5_vl"):
         tiny.save(arch, root / "tiny_models" / arch)
-    home = hub.build(root / "hub")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HOME", str(home))
-        yield root
+    return root
 
 
-def run(cache: Path, *overrides: str, results: Path | None = None) -> dict:
+def run(cache: Path, *overrides: str, results: Path | None = None, limit: int = LIMIT) -> dict:
     from hydra import compose, initialize_config_dir
 
     from eval.runner import run as run_one
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("eval", overrides=[f"cache_dir={cache}", f"results_dir={results or cache / 'runs'}", "progress=false",
-                                         f"limit={LIMIT}", *overrides])
+                                         f"limit={limit}", *overrides])
     return record.read(run_one(cfg))
 
 
+def _limit(kind: str) -> int:
+    return 1 if kind == "mvbench" else LIMIT  # MVBench: 1 doc of each of its 2 subtasks
+
+
+def seen_docs(kind: str) -> list[dict]:
+    """The docs a matrix run evaluates (the first ``_limit`` of each task), from the hub spec."""
+    if kind == "mvbench":
+        configs = DATASETS["mvbench"]().configs
+        return [d for t in MV_TASKS for d in configs[t.removeprefix("mvbench_")]["train"][: _limit(kind)]]
+    return hub.docs(kind)[: _limit(kind)]
+
+
 def expected_breakdown(kind: str) -> set[str]:
-    """Breakdown keys from the docs the run sees (first LIMIT of each task), read from the hub spec."""
-    docs = hub.docs(kind)[:LIMIT]
+    """Breakdown keys of the docs the run sees, read from the hub spec."""
+    docs = seen_docs(kind)
     keys = {
-        "mvbench": lambda: {t.removeprefix("mvbench_") for t in MV_SUBSET},
+        "mvbench": lambda: {t.removeprefix("mvbench_") for t in MV_TASKS},
         "videomme": lambda: {d["duration"] for d in docs},
         "longvideobench": lambda: {str(d["duration_group"]) for d in docs},
         "mlvu": lambda: {d["task_type"] for d in docs},
@@ -62,24 +77,18 @@ def expected_breakdown(kind: str) -> set[str]:
     return keys[kind]()
 
 
-# PerceptionTest sets no max_new_tokens (lmms-eval default length): a random-weight Qwen never stops, so Qwen runs
-# EgoSchema instead (16 tokens); LLaVA-OV covers PerceptionTest.
-CASES = [("tiny_llava_ov", "vidcom2", k) for k in DATASETS] + [
-    ("tiny_llava_ov", "none", "videomme"), ("tiny_qwen2_5_vl", "none", "mlvu"),
-    ("tiny_qwen2_5_vl", "vidcom2", "egoschema"), ("tiny_qwen2_5_vl", "vidcom2", "mvbench"),
-]
+CASES = [(m, meth, k) for m in MODELS for meth in ("none", "vidcom2") for k in KINDS]  # grouped by model: one load each
 
 
 @pytest.mark.parametrize(("model", "method", "kind"), CASES)
 def test_builtin_task_runs_offline_on_the_tiny_hub(cache, model, method, kind):
-    frames = 2 if "llava" in model else 4
-    extra = [f"benchmark.tasks=[{','.join(MV_SUBSET)}]"] if kind == "mvbench" else []
-    if kind == "perceptiontest":  # its task YAML sets no cap: a random-weight model would generate 1024 tokens
-        extra.append("benchmark.max_new_tokens=4")
-    rec = run(cache, f"model={model}", f"benchmark={kind}", f"method={method}", f"model.frames={frames}", *extra)
+    frames = MODELS[model]
+    rec = run(cache, f"model={model}", f"benchmark=tiny_{kind}", f"method={method}", f"model.frames={frames}",
+              f"benchmark.max_new_tokens={TOKENS}", limit=_limit(kind))
     record.validate(rec)
-    leaves = MV_SUBSET if kind == "mvbench" else list(rec["config"]["benchmark"]["tasks"])
-    assert rec["tasks"] == sorted(leaves)  # the subset run says so: never the full group's name
+    leaves = list(rec["config"]["benchmark"]["tasks"])
+    assert rec["tasks"] == sorted(leaves)  # the built-in leaf tasks, never the full group's name
+    assert Path(rec["env"]["hf_home"]) == Path(os.environ["VTC_TINY_HUB"]).resolve()  # selected by config alone
     acc, metric = rec["accuracy"], rec["accuracy"]["metric"]
     for t in leaves:  # lmms-eval's own metric key, from the built-in task's aggregation
         assert f"{metric},none" in rec["lmms_eval"]["results"][t]
@@ -89,32 +98,34 @@ def test_builtin_task_runs_offline_on_the_tiny_hub(cache, model, method, kind):
         assert acc["headline"] == pytest.approx(sum(acc["breakdown"].values()) / len(acc["breakdown"]))
     if kind in ("longvideobench", "egoschema", "perceptiontest"):  # 0-1 in lmms-eval, 0-100 in the record
         assert acc["headline"] == pytest.approx(100 * rec["lmms_eval"]["results"][leaves[0]][f"{metric},none"])
-    n_docs = len(leaves) if kind == "mvbench" else min(LIMIT, len(hub.docs(kind)))  # the hub has 1 doc per subtask
-    assert rec["n_samples"] == n_docs
-    assert rec["frames_fed"] == frames  # every video decoded to the configured frame count
+    assert rec["n_samples"] == len(seen_docs(kind))
+    found = record.find_records(cache / "runs", f"tiny_{kind}", model, method, 0.25, 0)
+    assert len(found) == 1
+    rows = [json.loads(x) for f in found for x in (f.parent / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == rec["n_samples"] and all(r["frames_fed"] == frames for r in rows)  # every video decoded
+    assert max(r["new_tokens"] for r in rows) <= TOKENS  # the benchmark's cap reached every question (gen_kwargs)
+    assert rec["identity"]["benchmark"]["max_new_tokens"] == TOKENS and "hf_home" not in rec["identity"]["benchmark"]
     realised = rec["efficiency"]["retention_realised"]
     assert realised == pytest.approx(1.0) if method == "none" else abs(realised - 0.25) < 0.05
-    if kind == "perceptiontest":  # the benchmark's generation cap reached every question (lmms-eval gen_kwargs)
-        found = record.find_records(cache / "runs", kind, model, method, 0.25, 0)
-        rows = [json.loads(x) for f in found for x in (f.parent / "samples.jsonl").read_text().splitlines()]
-        assert rows and max(r["new_tokens"] for r in rows) <= 4
-        assert rec["identity"]["benchmark"]["max_new_tokens"] == 4
 
 
-def test_full_mvbench_group_scores_every_subtask(cache):
+def test_full_mvbench_group_scores_every_subtask():
     """The built-in ``mvbench`` group (20 subtasks) on a constant-answer model: per-subtask scores by hand."""
     from lmms_eval.models.simple.dummy import Dummy
 
     from eval.accuracy import summarise
     from eval.evaluate import run_tasks
+    from eval.hubdata import use_hf_home
 
-    res = run_tasks(Dummy(response="B"), ["mvbench"], prompt_model="dummy", limit=None, seed=0, offline=False)
+    with use_hf_home(hub.ensure(ROOT / ".cache" / "tiny_hub")):
+        res = run_tasks(Dummy(response="B"), ["mvbench"], prompt_model="dummy", limit=None, seed=0, offline=False)
     acc = summarise("mvbench", res, ["mvbench"])
-    gold = {sub: "ABCDE"[c["train"][0]["candidates"].index(c["train"][0]["answer"])]
-            for sub, c in DATASETS["mvbench"]().configs.items()}
-    assert set(gold) == set(MVBENCH_FOLDERS)
-    assert acc["breakdown"] == {s: 100.0 * (g == "B") for s, g in gold.items()}
-    assert acc["headline"] == pytest.approx(100.0 * sum(g == "B" for g in gold.values()) / 20)
+    configs = DATASETS["mvbench"]().configs
+    assert set(configs) == set(MVBENCH_FOLDERS)
+    gold = {sub: ["ABCDE"[d["candidates"].index(d["answer"])] for d in c["train"]] for sub, c in configs.items()}
+    expect = {s: 100.0 * sum(g == "B" for g in golds) / len(golds) for s, golds in gold.items()}
+    assert acc["breakdown"] == pytest.approx(expect)
+    assert acc["headline"] == pytest.approx(sum(expect.values()) / 20)
 
 
 @functools.cache
@@ -147,8 +158,8 @@ def test_first_run_online_unpacks_the_snapshot_and_runs(cache, tmp_path, monkeyp
     plan = validate.check_data(bench)
     assert len(plan) == 1 and "longvideobench/LongVideoBench (~12.1 KB)" in plan[0]
     assert str(home / "datasets/longvideobench") in plan[0] and "hf auth login" in plan[0]  # gated: says so
-    rec = run(cache, "model=tiny_llava_ov", "benchmark=longvideobench", "method=none", "model.frames=2",
-              results=tmp_path / "runs")
+    rec = run(cache, "model=tiny_llava_ov", "benchmark=tiny_longvideobench", f"tiny_hub={home}", "method=none",
+              "model.frames=2", results=tmp_path / "runs")
     assert rec["n_samples"] == LIMIT and rec["frames_fed"] == 2
     # every other benchmark unpacks from its snapshot too, and each doc's video then resolves and decodes
     for kind, tasks in (("mvbench", ["mvbench"]), ("videomme", ["videomme"]), ("mlvu", ["mlvu_dev"]),
@@ -175,6 +186,7 @@ def test_offline_refusal_names_what_is_missing_before_weights(cache, tmp_path, m
     assert "python -m eval.download benchmark=egoschema" in msg
     # annotations present, no videos and no snapshot: only the videos are named
     home = hub.build(tmp_path / "ann_only", kinds=["perceptiontest"], unpack=False, snapshot=False)
+    (home / hub.MARKER).unlink()  # a real cache, as far as the harness can tell (the tiny hub would be refused)
     monkeypatch.setenv("HF_HOME", str(home))
     with pytest.raises(validate.ConfigError, match=r"lacks lmms-eval/PerceptionTest_Val: videos in .*perceptiontest_val"):
         run(cache, "model=tiny_llava_ov", "benchmark=perceptiontest", "method=none")

@@ -29,7 +29,9 @@ def test_groups_exist():
     assert options("model") and options("benchmark") and options("method")
     assert {"llava_ov_7b", "qwen2_vl_7b", "qwen2_5_vl_7b", "qwen3_vl_8b"} <= set(options("model"))
     assert {"mvbench", "videomme", "longvideobench", "mlvu"} <= set(options("benchmark"))
-    assert {f"tiny_{b}" for b in ("mvbench", "videomme", "longvideobench", "mlvu")} <= set(options("benchmark"))
+    assert {"egoschema", "perceptiontest"} <= set(options("benchmark"))
+    kinds = ("mvbench", "videomme", "longvideobench", "mlvu", "egoschema", "perceptiontest")
+    assert {f"tiny_{b}" for b in kinds} <= set(options("benchmark"))  # a tiny-hub counterpart of each
 
 
 @pytest.mark.parametrize("path", all_yaml(), ids=lambda p: str(p.relative_to(CONF)))
@@ -126,4 +128,11 @@ def test_benchmark_names_real_lmms_eval_tasks(name, all_tasks):
     cfg = _load("benchmark", name)
     assert cfg["name"] == name and cfg["kind"] in METRICS
     assert set(cfg["tasks"]) <= all_tasks
-    assert cfg["offline"] == (name.startswith("tiny_") or bool(cfg.get("synthetic")))  # generated data only
+    assert cfg["offline"] == bool(cfg.get("synthetic"))  # only the synthetic benchmark has project-defined tasks
+    assert bool(cfg.get("tiny")) == name.startswith("tiny_")  # the tiny_* ones read the generated tiny hub
+    if cfg.get("tiny"):  # the same built-in tasks as the real config of their kind, on the tiny hub
+        real = _load("benchmark", cfg["kind"])
+        assert cfg["hf_home"] == "${tiny_hub}" and real["hf_home"] is None
+        from eval.hubdata import needs
+
+        assert set(cfg["tasks"]) <= set(real["tasks"]) | {n.task for n in needs(cfg["kind"], real["tasks"])}

@@ -72,7 +72,7 @@ def _samples(path: Path) -> list[dict]:
     return [json.loads(line) for line in (path.parent / "samples.jsonl").read_text().splitlines()]
 
 
-# tiny_mlvu has 7 docs (4 + 3: rank 1 is padded by lmms-eval), tiny_videomme 3 (2 + 1)
+# tiny_mlvu has 7 docs (4 + 3: rank 1 is padded by lmms-eval), tiny_videomme 3 (2 + 1) (built-in tasks, tiny hub)
 @pytest.mark.parametrize(("model", "bench", "method", "split", "launcher"), [
     ("tiny_qwen2_5_vl", "tiny_mlvu", "vidcom2", [4, 3], "accelerate"),
     ("tiny_llava_ov", "tiny_videomme", "fastv", [2, 1], "torchrun"),
@@ -124,11 +124,11 @@ def test_a_failure_in_one_process_ends_the_launch_and_keeps_earlier_records(cach
     before = kept.read_bytes()
 
     # doc 1 (rank 1's shard) gets an unreadable video: only rank 1 fails, rank 0 would wait for it forever
-    videos = tmp_path / "videos"
-    shutil.copytree(cache / "tiny_bench" / "videos", videos)
-    (videos / "clip05.mp4").write_bytes(b"not a video")
+    hub = tmp_path / "hub"  # a copy of the session's tiny hub with VideoMME's clip05 damaged
+    shutil.copytree(os.environ["VTC_TINY_HUB"], hub)
+    (hub / "videomme" / "data" / "clip05.mp4").write_bytes(b"not a video")
     # without fail-fast this hangs (measured: still waiting after 120 s); with it, it ends in seconds
-    proc = _launch(2, "-m", *common, "method=random,uniform", f"tiny_data={videos}", timeout=240)
+    proc = _launch(2, "-m", *common, "method=random,uniform", f"tiny_hub={hub}", timeout=240)
     assert proc.returncode != 0
     # the damaged clip is now refused by the pre-load video probe (eval/validate.py), in whichever rank gets there
     # first; that rank's fail-fast exit ends the launch instead of leaving the other one waiting

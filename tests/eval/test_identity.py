@@ -21,11 +21,12 @@ def plan(*overrides: str):
 
 AFFECTING = [
     "budget=uniform", "retention_ratio=0.254", "limit=1", "model.frames=16", "seed=1", "model.dtype=bfloat16",
-    "+model.attn_implementation=eager", "benchmark.tasks=[tiny_mvbench_moving_count]", "warmup=2",
+    "+model.attn_implementation=eager", "benchmark.tasks=[mvbench_moving_count]", "warmup=2",
     "position_mode=original", "method.compute_dtype=float32", "model.pretrained=/elsewhere/llava",
     "+model.max_new_tokens=8", "cache_dir=/other_cache",  # cache_dir moves the checkpoint path
 ]
 NEUTRAL = ["progress=false", "force=true", "logger=wandb", "tiny_data=/somewhere/videos", "device=cpu",
+           "tiny_hub=/another/tiny_hub", "benchmark.hf_home=/same/data/elsewhere",  # where the same data is found
            "budget=fca",  # VidCom2's default allocator: the resolved hyper-parameters are the same
            "model.paper_model=Some-Label"]
 

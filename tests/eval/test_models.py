@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -20,15 +22,17 @@ FAMILIES = {
 FOLDERS = {"qwen3_vl_moe": "qwen3_vl_moe-A3B"}  # lmms-eval picks the MoE class from the checkpoint name
 
 
+ROOT = Path(__file__).resolve().parents[2]
+HUB = ROOT / ".cache" / "tiny_hub"  # the session's shared tiny hub (tests/conftest.py)
+MV_TASKS = ["mvbench_moving_direction", "mvbench_moving_count"]  # built-in tasks of conf/benchmark/tiny_mvbench.yaml
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     from vidcom2.testing import tiny
 
     root = tmp_path_factory.mktemp("tiny_models")
-    tiny_data.build(root / "videos")
-    with pytest.MonkeyPatch.context() as mp:  # the tiny tasks find the videos here (restored after the module)
-        mp.setenv("VTC_TINY_DATA", str(root / "videos"))
-        yield {arch: tiny.save(arch, root / FOLDERS.get(arch, arch)) for arch in FAMILIES}
+    return {arch: tiny.save(arch, root / FOLDERS.get(arch, arch)) for arch in FAMILIES}
 
 
 def make(family, path, **kw):
@@ -38,10 +42,13 @@ def make(family, path, **kw):
     return get_class(target)(pretrained=str(path), frames=8, device="cpu", progress=False, **extra, **kw)
 
 
-def evaluate(lm, limit=1):
+def evaluate(lm, limit=1, home: Path = HUB):
+    """lmms-eval's built-in MVBench subtasks of the tiny benchmark, with HF_HOME = ``home`` (a tiny hub)."""
     from eval.evaluate import run_tasks
+    from eval.hubdata import use_hf_home
 
-    return run_tasks(lm, ["tiny_mvbench"], prompt_model=lm.family, limit=limit, seed=0, offline=True)
+    with use_hf_home(home):
+        return run_tasks(lm, MV_TASKS, prompt_model=lm.family, limit=limit, seed=0, offline=False)
 
 
 @pytest.mark.slow
@@ -77,14 +84,16 @@ def test_wrapper_compresses_measures_and_survives_clean(family, checkpoints):
 
 
 @pytest.mark.slow
-def test_unreadable_video_is_an_error_not_an_empty_answer(checkpoints, tmp_path, monkeypatch):
+def test_unreadable_video_is_an_error_not_an_empty_answer(checkpoints, tmp_path):
     # Qwen2-VL's parent logs and drops a video it cannot read; the harness must refuse the request instead
-    for clip in tiny_data.CLIPS:
-        (tmp_path / clip).write_bytes(b"not a video")
-    monkeypatch.setenv("VTC_TINY_DATA", str(tmp_path))
+    import shutil
+
+    shutil.copytree(HUB, tmp_path / "hub")  # a copy of the tiny hub whose MVBench videos are all garbage
+    for video in (tmp_path / "hub" / "mvbench_video").rglob("*.mp4"):
+        video.write_bytes(b"not a video")
     lm = make("qwen2_vl", checkpoints["qwen2_vl"], method="none")
     with pytest.raises(RuntimeError, match="without video inputs"):
-        evaluate(lm)
+        evaluate(lm, home=tmp_path / "hub")
 
 
 @pytest.mark.parametrize(("arch", "folder", "message"), [

@@ -84,7 +84,7 @@ def test_record_schema_and_realised_ratio(sweep):
         record.validate(rec)
         assert rec["method"] == method and rec["model"] == MODEL and rec["random_weights"] is True
         assert rec["budget"] == "uniform" and rec["hparams"]["budget"] == "uniform"
-        assert rec["n_samples"] == 4 and rec["tasks"] == ["tiny_mvbench_moving_count", "tiny_mvbench_moving_direction"]
+        assert rec["n_samples"] == 4 and rec["tasks"] == ["mvbench_moving_count", "mvbench_moving_direction"]  # built-in
         assert set(rec["accuracy"]["breakdown"]) == {"moving_count", "moving_direction"}
         e = rec["efficiency"]
         assert e["warmup_samples"] == 1 and e["measured_samples"] == 3
@@ -99,7 +99,7 @@ def test_record_schema_and_realised_ratio(sweep):
             assert r["visual_tokens_out"] == frames * min(per_frame, max(1, round(0.25 * per_frame)))
         assert abs(e["retention_realised"] - 0.25) < 0.03
         assert rec["env"]["git_sha"] and rec["env"]["versions"]["lmms_eval"] == "0.7.3"
-        assert rec["lmms_eval"]["results"]["tiny_mvbench_moving_count"]
+        assert rec["lmms_eval"]["results"]["mvbench_moving_count"]
 
 
 def test_wandb_offline_runs_hold_metrics_and_share_a_group(sweep):
@@ -174,15 +174,15 @@ def test_lmms_eval_cli_runs_the_registered_wrapper(assets, tmp_path):
     ])
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "lmms-eval"), "--model", "vidcom2_qwen3_vl", "--model_args", model_args,
-         "--tasks", "tiny_mvbench", "--include_path", str(ROOT / "eval" / "tasks"), "--limit", "1", "--batch_size", "1",
-         "--output_path", str(tmp_path), "--verbosity", "DEBUG"],
-        cwd=tmp_path, env=env(VTC_TINY_DATA=str(assets / "tiny_bench" / "videos")), capture_output=True, text=True,
+         "--tasks", "mvbench_moving_count", "--limit", "1", "--batch_size", "1",
+         "--output_path", str(tmp_path), "--verbosity", "DEBUG"],  # the built-in task, served by the tiny hub
+        cwd=tmp_path, env=env(HF_HOME=os.environ["VTC_TINY_HUB"]), capture_output=True, text=True,
         timeout=600,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     results = [json.loads(p.read_text()) for p in tmp_path.rglob("*_results.json")]
     assert len(results) == 1
-    assert "mvbench_accuracy,none" in results[0]["results"]["tiny_mvbench_moving_count"]
+    assert "mvbench_accuracy,none" in results[0]["results"]["mvbench_moving_count"]
 
 
 def test_console_script_finds_its_config_from_any_directory(tmp_path):

@@ -1,28 +1,148 @@
-"""The tiny offline benchmark: deterministic data, real lmms-eval tasks, and the accuracy breakdowns.
+"""The tiny benchmarks: lmms-eval's BUILT-IN tasks on the generated tiny hub, deterministic data, the breakdowns.
 
-Scores come from lmms-eval's own scoring run on a constant-answer model (lmms-eval's ``dummy``); the expected
-values are computed here from the committed docs (gold letters by hand-written rules), not by :mod:`eval.accuracy`.
+Every ``conf/benchmark/tiny_*.yaml`` runs unmodified built-in task code (no project task YAML stands in for one).
+Scores come from lmms-eval's own scoring run on a constant-answer model (lmms-eval's ``dummy``, answer "B"); the
+expected values are computed here from the hub's doc spec (gold letters by hand-written rules), not by
+:mod:`eval.accuracy`.
 """
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from eval.tasks import tiny_data
+from eval.tinyhub import build as hub
 
-ROOT = tiny_data.TASKS_DIR
+ROOT = Path(__file__).resolve().parents[2]
+KINDS = ("mvbench", "videomme", "longvideobench", "mlvu", "egoschema", "perceptiontest")
+ANSWER = "B"
 
 
-def docs(name: str) -> list[dict]:
-    return json.loads((ROOT / name).read_text())
+def bench(kind: str) -> dict:
+    return yaml.safe_load((ROOT / "conf" / "benchmark" / f"tiny_{kind}.yaml").read_text())
 
 
-def test_committed_docs_match_the_spec():
-    for path, content in tiny_data.doc_files().items():
-        assert path.read_text() == tiny_data.dumps(content), f"{path} is stale: python scripts/make_tiny_benchmarks.py --write-docs"
+def _gold(doc: dict) -> str:
+    """The gold letter of a doc, by each dataset's own field convention."""
+    if "candidates" in doc:  # MVBench: the answer is a candidate's text
+        return "ABCDE"[doc["candidates"].index(doc["answer"])]
+    if "correct_choice" in doc:  # LongVideoBench: an index
+        return "ABCDE"[doc["correct_choice"]]
+    if "answer_id" in doc:  # PerceptionTest: an index
+        return "ABCDE"[doc["answer_id"]]
+    if "option" in doc:  # EgoSchema: an index as text
+        return "ABCDE"[int(doc["answer"])]
+    return doc["answer"]  # VideoMME, MLVU: the letter
+
+
+def _pct(xs):
+    return 100.0 * sum(xs) / len(xs)
+
+
+@pytest.fixture(scope="module")
+def dummy_results():
+    """``{kind: simple_evaluate result}`` of every tiny benchmark's tasks, with HF_HOME = the shared tiny hub."""
+    from lmms_eval.models.simple.dummy import Dummy
+
+    from eval.evaluate import run_tasks
+    from eval.hubdata import use_hf_home
+
+    lm = Dummy(response=ANSWER)
+    with use_hf_home(hub.ensure(ROOT / ".cache" / "tiny_hub")):
+        return {k: run_tasks(lm, bench(k)["tasks"], prompt_model="dummy", limit=None, seed=0, offline=False) for k in KINDS}
+
+
+def test_tiny_benchmarks_name_builtin_tasks_only():
+    """The grep of issue 12's "Done when": no project task YAML defines a task of the six benchmarks' names, and
+    every tiny benchmark's tasks are lmms-eval's own (read from its installed task folders)."""
+    from eval.hubdata import builtin_dirs
+
+    project = [p for p in (ROOT / "eval" / "tasks").rglob("*") if p.suffix == ".yaml" or p.name.endswith("_yaml")]
+    docs = [yaml.safe_load(p.read_text().replace("!function", "")) or {} for p in project]
+    defined = {d[k] for d in docs for k in ("task", "group") if isinstance(d.get(k), str)}  # names a YAML defines
+    assert defined and all(name.startswith("synthetic_") for name in defined), sorted(defined)
+    for kind in KINDS:
+        assert builtin_dirs(bench(kind)["tasks"]), f"tiny_{kind} names a task lmms-eval does not ship"
+
+
+def test_mvbench_subtasks_and_mean(dummy_results):
+    from eval.accuracy import summarise
+
+    acc = summarise("mvbench", dummy_results["mvbench"], bench("mvbench")["tasks"])
+    configs = hub.DATASETS["mvbench"]().configs
+    expect = {sub: _pct([_gold(d) == ANSWER for d in configs[sub]["train"]]) for sub in ("moving_direction", "moving_count")}
+    assert acc["breakdown"] == pytest.approx(expect)
+    assert acc["headline"] == pytest.approx(sum(expect.values()) / 2)
+    assert acc["unparsable"] == 0 and acc["metric"] == "mvbench_accuracy"
+
+
+def test_videomme_duration_breakdown(dummy_results):
+    from eval.accuracy import summarise
+
+    acc = summarise("videomme", dummy_results["videomme"], ["videomme"])
+    d = hub.docs("videomme")
+    assert acc["breakdown"] == pytest.approx({x["duration"]: 100.0 * (_gold(x) == ANSWER) for x in d})
+    assert acc["headline"] == pytest.approx(_pct([_gold(x) == ANSWER for x in d]))
+
+
+def test_longvideobench_on_0_100_scale_with_groups(dummy_results):
+    from eval.accuracy import summarise
+
+    acc = summarise("longvideobench", dummy_results["longvideobench"], ["longvideobench_val_v"])
+    d = hub.docs("longvideobench")
+    assert acc["headline"] == pytest.approx(_pct([_gold(x) == ANSWER for x in d]))
+    assert acc["breakdown"] == pytest.approx({str(x["duration_group"]): 100.0 * (_gold(x) == ANSWER) for x in d})
+
+
+def test_mlvu_mean_over_task_types(dummy_results):
+    from eval.accuracy import summarise
+
+    acc = summarise("mlvu", dummy_results["mlvu"], ["mlvu_dev"])
+    per_type = {x["task_type"]: 100.0 * (_gold(x) == ANSWER) for x in hub.docs("mlvu")}
+    assert len(per_type) == 7
+    assert acc["breakdown"] == pytest.approx(per_type)
+    assert acc["headline"] == pytest.approx(sum(per_type.values()) / 7)
+
+
+def test_egoschema_public_subset_score(dummy_results):
+    from eval.accuracy import summarise
+
+    acc = summarise("egoschema", dummy_results["egoschema"], ["egoschema_subset"])
+    d = hub.docs("egoschema")
+    assert acc["headline"] == pytest.approx(_pct([_gold(x) == ANSWER for x in d]))
+    assert acc["breakdown"] == {} and acc["unparsable"] == 0
+
+
+def test_perceptiontest_area_breakdown(dummy_results):
+    from eval.accuracy import summarise
+
+    acc = summarise("perceptiontest", dummy_results["perceptiontest"], ["perceptiontest_val_mc"])
+    d = hub.docs("perceptiontest")
+    assert acc["headline"] == pytest.approx(_pct([_gold(x) == ANSWER for x in d]))
+    assert acc["breakdown"] == pytest.approx({x["area"]: 100.0 * (_gold(x) == ANSWER) for x in d})  # one doc per area
+
+
+def test_gold_letters_are_not_constant():
+    """The constant answer must hit some docs and miss others, or the tests above could not fail."""
+    golds = [_gold(x) for k in KINDS for x in hub.docs(k)]
+    assert ANSWER in golds and any(g != ANSWER for g in golds)
+
+
+def test_unparsable_answers_are_counted():
+    from lmms_eval.models.simple.dummy import Dummy
+
+    from eval.accuracy import summarise
+    from eval.evaluate import run_tasks
+    from eval.hubdata import use_hf_home
+
+    with use_hf_home(hub.ensure(ROOT / ".cache" / "tiny_hub")):
+        res = run_tasks(Dummy(response="no idea"), ["videomme"], prompt_model="dummy", limit=None, seed=0, offline=False)
+    acc = summarise("videomme", res, ["videomme"])
+    assert acc["unparsable"] == 3 and acc["headline"] == 0.0
 
 
 def test_videos_are_deterministic_real_mp4(tmp_path):
@@ -37,89 +157,6 @@ def test_videos_are_deterministic_real_mp4(tmp_path):
         decoded = np.stack([fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)])
     assert decoded.shape == a.shape
     assert np.abs(decoded.astype(int) - a.astype(int)).mean() < 4  # lossy codec, same picture
-
-
-def _gold(doc: dict) -> str:
-    if "candidates" in doc:
-        return "ABCDE"[doc["candidates"].index(doc["answer"])]
-    if "correct_choice" in doc:
-        return "ABCDE"[doc["correct_choice"]]
-    return doc["answer"]
-
-
-def _pct(xs):
-    return 100.0 * sum(xs) / len(xs)
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    """The tiny videos in a temp folder, found by the tasks through $VTC_TINY_DATA (restored after the module)."""
-    folder = tmp_path_factory.mktemp("tiny_videos")
-    tiny_data.build(folder)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VTC_TINY_DATA", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
-def dummy_results(videos):
-    from lmms_eval.models.simple.dummy import Dummy
-
-    from eval.evaluate import run_tasks
-
-    lm = Dummy(response="D")
-    return {t: run_tasks(lm, [t], prompt_model="dummy", limit=None, seed=0, offline=True)
-            for t in ("tiny_mvbench", "tiny_videomme", "tiny_longvideobench", "tiny_mlvu")}
-
-
-def test_mvbench_subtasks_and_mean(dummy_results):
-    from eval.accuracy import summarise
-
-    acc = summarise("mvbench", dummy_results["tiny_mvbench"], ["tiny_mvbench"])
-    expect = {sub: _pct([_gold(d) == "D" for d in docs(f"tiny_mvbench/{sub}.json")]) for sub in ("moving_direction", "moving_count")}
-    assert acc["breakdown"] == pytest.approx(expect)
-    assert acc["headline"] == pytest.approx(sum(expect.values()) / 2)
-    assert acc["unparsable"] == 0 and acc["metric"] == "mvbench_accuracy"
-
-
-def test_videomme_duration_breakdown(dummy_results):
-    from eval.accuracy import summarise
-
-    acc = summarise("videomme", dummy_results["tiny_videomme"], ["tiny_videomme"])
-    d = docs("tiny_videomme/docs.json")
-    assert acc["breakdown"] == pytest.approx({x["duration"]: 100.0 * (_gold(x) == "D") for x in d})
-    assert acc["headline"] == pytest.approx(_pct([_gold(x) == "D" for x in d]))
-
-
-def test_longvideobench_on_0_100_scale_with_groups(dummy_results):
-    from eval.accuracy import summarise
-
-    acc = summarise("longvideobench", dummy_results["tiny_longvideobench"], ["tiny_longvideobench"])
-    d = docs("tiny_longvideobench/docs.json")
-    assert acc["headline"] == pytest.approx(_pct([_gold(x) == "D" for x in d]))
-    assert acc["breakdown"] == pytest.approx({str(x["duration_group"]): 100.0 * (_gold(x) == "D") for x in d})
-
-
-def test_mlvu_mean_over_task_types(dummy_results):
-    from eval.accuracy import summarise
-
-    acc = summarise("mlvu", dummy_results["tiny_mlvu"], ["tiny_mlvu"])
-    d = docs("tiny_mlvu/docs.json")
-    per_type = {x["task_type"]: 100.0 * (_gold(x) == "D") for x in d}
-    assert len(per_type) == 7
-    assert acc["breakdown"] == pytest.approx(per_type)
-    assert acc["headline"] == pytest.approx(sum(per_type.values()) / 7)
-
-
-def test_unparsable_answers_are_counted(videos):
-    from lmms_eval.models.simple.dummy import Dummy
-
-    from eval.accuracy import summarise
-    from eval.evaluate import run_tasks
-
-    res = run_tasks(Dummy(response="no idea"), ["tiny_videomme"], prompt_model="dummy", limit=None, seed=0, offline=True)
-    acc = summarise("videomme", res, ["tiny_videomme"])
-    assert acc["unparsable"] == 3 and acc["headline"] == 0.0
 
 
 def test_missing_video_names_the_fix(tmp_path, monkeypatch):

@@ -69,7 +69,10 @@ def test_missing_videos_name_the_script(no_load, tmp_path, monkeypatch):
 
     tiny.save("qwen3_vl", tmp_path / "tiny_models" / "qwen3_vl")
     monkeypatch.setenv("VTC_TINY_DATA", str(tmp_path / "empty"))
-    with pytest.raises(ConfigError, match="make_tiny_benchmarks.py"):
+    with pytest.raises(ConfigError, match="make_tiny_benchmarks.py"):  # the synthetic benchmark's own videos
+        run(cfg("model=tiny_qwen3_vl", "benchmark=synthetic_mvbench", f"cache_dir={tmp_path}", f"results_dir={tmp_path}"))
+    monkeypatch.setenv("VTC_TINY_HUB", str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match=r"holds no tiny hub .*python -m eval.tinyhub"):  # a tiny_* benchmark's hub
         run(cfg("model=tiny_qwen3_vl", f"cache_dir={tmp_path}", f"results_dir={tmp_path}"))
 
 
