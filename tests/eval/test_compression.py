@@ -14,21 +14,21 @@ from eval import compression
 from eval.validate import ConfigError
 from tests.eval.bad_inputs import ROOT
 
-BASE = ["model=tiny_llava_ov", "benchmark=tiny_mvbench", "results_dir=/tmp/vtc_identity", "device=cpu"]
+BASE = ["model=tiny_llava_ov", "benchmark=synthetic_mvbench", "results_dir=/tmp/vtc_identity", "device=cpu"]
 METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
 
-# identity_hash of each config, computed by the code before the method was instantiated from its config (main at
-# 25fff1c, `eval.runner.plan` of `BASE` + the overrides): records written before this change must keep their folder.
-# flashvid / prunevid gained in-LLM hyper-parameters (their configs changed, so their identity did): their values come
-# from the code before this change (bd335e4's eval/) run on the new conf/method/{flashvid,prunevid}.yaml
+# identity_hash of each config, computed by the code before the method was instantiated from its config (bd335e4's
+# eval/ and conf/, run with today's vidcom2/ and today's conf/method/{flashvid,prunevid}.yaml, which gained in-LLM
+# hyper-parameters since): records written before this change must keep their folder. The base benchmark is the
+# synthetic one, whose config did not change (the tiny_* benchmarks moved to lmms-eval's built-in tasks since).
 GOLDEN = {
-    "divprune": "f71c20e396", "dycoke": "3e884fade9", "dycoke_ttm": "dc6c81030e", "dycoke_vc2": "a0e5d56179",
-    "evs": "19792f4059", "fastv": "d7b85b7cc8", "fastvid": "e73252c4c5", "fastvid_vc2": "7563e95ee2",
-    "flashvid": "483fce63d2", "holitom": "ccae82448f", "holitom_vc2": "a8f8eed918", "none": "3ef919abb2",
-    "pdrop": "e3527958e5", "prunevid": "fea9d86ea0", "random": "3d3228d40a", "sparsevlm": "848cd895ad",
-    "uniform": "90aa0f1dc5", "vidcom2": "68ec17213c", "visionzip": "8422850414", "visionzip_vc2": "6244db8da2",
-    "vispruner": "658632eae7", "vidcom2_budget_uniform": "8f99c17153", "none_ratio_half": "3ef919abb2", "fastv_qwen25": "44cd250ee8",
-    "visionzip_fca": "66eaca424d",
+    "divprune": "b5dba9da0e", "dycoke": "924c5a16a9", "dycoke_ttm": "4eaffcc1a7", "dycoke_vc2": "4f90fad6b5",
+    "evs": "a30cc33b78", "fastv": "cc4c400172", "fastvid": "bbf27f313a", "fastvid_vc2": "86600e3f3f",
+    "flashvid": "5d5100c65c", "holitom": "f9043f94a3", "holitom_vc2": "70bb117a77", "none": "eb3e2f5d0d",
+    "pdrop": "a076c41e87", "prunevid": "1b2488b1dd", "random": "24cfa652b1", "sparsevlm": "7358e37aef",
+    "uniform": "fbbcf4a77d", "vidcom2": "655d646be5", "visionzip": "cf941331ac", "visionzip_vc2": "ba9f67a4bd",
+    "vispruner": "906cf1e13a", "vidcom2_budget_uniform": "10382a61d5", "none_ratio_half": "eb3e2f5d0d", "fastv_qwen25": "91a9d0eff5",
+    "visionzip_fca": "4020d5f8e2",
 }  # fmt: skip
 OVERRIDES = {
     "vidcom2_budget_uniform": ["method=vidcom2", "budget=uniform"],
