@@ -127,6 +127,10 @@ class Plan:
     budget: ``"global"`` (top-k over the video) or per-frame ``"uniform"`` / ``"fca"``.
     recycle: ``None`` or an object whose ``merge(hidden, row, pruned, stage, generator)`` turns the pruned tokens into
         ``stage.recycled`` new tokens (SparseVLM v1). decode: a :class:`DecodeStage` or ``None``.
+    merge: ``None`` or a merge recipe (FrameFusion) run before every decoder layer from layer 0 on while it is
+        active: ``start(num_layers)`` once per prefill, then ``step(state, layer, hidden [n, D], patch [n])`` ->
+        :class:`MergeStep` or ``None``; a plan with a merge recipe has no ``stages`` (its one prune, if any, comes
+        from the recipe at run time and is scored by ``score``, ``where = "attention"``) and original positions.
     hparams: the derived numbers worth recording (fractions, schedules, ...).
     """
 
@@ -138,3 +142,20 @@ class Plan:
     budget: str = "global"
     recycle: Any = None
     decode: DecodeStage | None = None
+    merge: Any = None
+
+
+@dataclass
+class MergeStep:
+    """What a merge recipe does to the ``n`` tokens entering one decoder layer (prefill).
+
+    keep: bool ``[n]``, False for the tokens merged away (only visual candidates). hidden: ``[n, D]`` the new hidden
+    states (representatives hold the merged value; rows merged away are ignored). done: the recipe stops merging
+    after this layer. prune: with ``done``, keep this many visual tokens before the next layer, ranked by the plan's
+    score row recorded inside this layer's attention (``None``: no prune).
+    """
+
+    keep: torch.Tensor
+    hidden: torch.Tensor
+    done: bool = False
+    prune: int | None = None
