@@ -16,6 +16,9 @@ class is touched. Inside, per call (spec hooks_transformers.md sections 4-6):
   ``vidcom2.stages.in_llm.generate`` which prunes inside the decoder by the method's plan.
 - methods that also act while decoding (``MethodInfo.decode``: DyCoke's stage 2): the shrunk prompt is handed to
   ``vidcom2.stages.decode.generate``.
+- ``pre_llm`` / ``vision_encoder`` methods that also act inside the LLM (``MethodInfo.in_llm``: FlashVID, PruneVid):
+  the shrunk prompt (positions as the pre-LLM part left them) is handed to ``vidcom2.stages.in_llm.generate`` with
+  the pre-LLM Selections; the method's plan is made for the visual tokens that remain.
 
 Which stage runs where is the plain table :data:`GENERATE_STAGES` (keyed by ``MethodInfo.acts``).
 
@@ -37,6 +40,7 @@ from vidcom2.hooks import forward_hooks, instance_attr
 from vidcom2.measure import Recorder, SampleStats
 from vidcom2.registry import get_method
 from vidcom2.stages import decode, encoder, in_llm, rebuild
+from vidcom2.types import Selection
 
 # where a method acts while generate() runs -> the stage that wraps the call (pre-LLM and vision-encoder methods
 # act before it, through `rebuild.shrink`); a method acting nowhere here is a plain generate()
@@ -142,6 +146,7 @@ def _resolve(model, method, retention_ratio, seed, measure, position_mode, text_
     info = dict(
         method=impl.info.name,
         stage=stage,
+        acts=list(impl.info.acts),
         hparams=dict(hparams),
         retention_ratio=ratio,
         seed=seed,
@@ -216,6 +221,8 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
     if kwargs.get("pixel_values_videos") is None or ids is None:
         return _passthrough(model, session, generate_fn, kwargs)
     adapter, stage = plan.adapter, plan.method.info.stage
+    if "in_llm" in plan.method.info.acts:
+        in_llm.check_generate_kwargs(model, kwargs)  # batches and static caches: refused before the encoder runs
     rec = Recorder(enabled=plan.measure, device=ids.device)
     captured = None
     with torch.no_grad():
@@ -238,6 +245,7 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
             )
     slots = encoded.slots
     _check_expansion(model, kwargs, prompt, len(slots))
+    kept = [None if sel is None else _light(sel) for sel in selections]  # what a method's in-LLM part reads
     del encoded, selections  # the encoder outputs live on only in `prompt` (kept rows): free the rest
     call = {k: v for k, v in kwargs.items() if k not in _PROMPT_KEYS and k not in adapter.encoder_inputs}
     call.update(prompt)
@@ -247,6 +255,10 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
     else:
         # an explicit position_mode of an in-LLM method goes to its pruning (else the plan's own rule)
         options = {"position_mode": plan.position_mode} if stage == "in_llm" and plan.position_mode else {}
+        if stage != "in_llm" and "in_llm" in plan.method.info.acts:
+            # acts before and inside the LLM: the shrunk prompt's remaining visual tokens are the candidates
+            options["selections"] = kept
+            slots = None
         out = plan.run(adapter, model, timed, call, plan.method, plan.ratio, rec, slots=slots, seed=plan.seed, **options)
     out = _restore_prompt(out, ids, prompt["input_ids"].shape[1])
     seqs = out if isinstance(out, torch.Tensor) else out.sequences
@@ -255,6 +267,11 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
         c["new_tokens"] = n
     session.samples += rec.rows(counts)
     return out
+
+
+def _light(sel):
+    """A Selection without its feature copy (the in-LLM part reads keep / order / groups / stats only)."""
+    return Selection(keep=sel.keep, order=sel.order, stats=sel.stats, groups=sel.groups)
 
 
 def _check_expansion(model, kwargs, prompt, videos: int) -> None:

@@ -43,8 +43,9 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 
 def list_methods(stage: str | None = None) -> list[str]:
-    """Names of all registered methods (optionally only those of one ``stage``), sorted."""
-    return sorted(n for n, c in _METHODS.items() if stage is None or c.info.stage == stage)
+    """Names of all registered methods, sorted; with ``stage``, only those acting there (``MethodInfo.acts``: a
+    pre-LLM method with an in-LLM part is listed under both)."""
+    return sorted(n for n, c in _METHODS.items() if stage is None or stage in c.info.acts)
 
 
 def method_class(name: str) -> type:

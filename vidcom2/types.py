@@ -25,6 +25,12 @@ class MethodInfo:
     paper / code: where the method comes from.
     decode: the method may also act while decoding (DyCoke's stage 2): its ``plan()`` says how, per instance
         (a :class:`Plan` whose ``decode`` is ``None`` does nothing there).
+    in_llm: a ``pre_llm`` / ``vision_encoder`` method that also acts inside the LLM (FlashVID's layer-20 pruning,
+        PruneVid's layer-10 pruning): ``compress`` runs its selection, shrinks the prompt, then runs its
+        ``plan(retention_ratio, num_layers, num_visual, *, mrope, selections)`` on the shrunk prompt, where
+        ``num_visual`` is the number of visual tokens that REMAIN after the pre-LLM selection and ``selections`` the
+        pre-LLM :class:`Selection` of each of the prompt's videos (prompt order); positions are those the pre-LLM
+        part left (the plan's ``position_mode`` applies to the shrunk prompt).
     """
 
     name: str
@@ -35,17 +41,27 @@ class MethodInfo:
     approximation: str | None = None
     stochastic: bool = False
     decode: bool = False
+    in_llm: bool = False
+
+    def __post_init__(self):
+        if self.in_llm and self.stage == "in_llm":
+            raise ValueError(f"{self.name}: in_llm=True declares an in-LLM part of a pre_llm/vision_encoder method; "
+                             "a method with stage='in_llm' already acts there")  # fmt: skip
+        if self.in_llm and self.decode:
+            raise ValueError(f"{self.name}: a method acting before and inside the LLM cannot also act while decoding "
+                             "(one generate() wrapper per call); set in_llm or decode, not both")  # fmt: skip
 
     @property
     def acts(self) -> tuple[str, ...]:
-        """Where the method acts, in call order: its ``stage``, then ``"decode"`` when it also acts while decoding."""
-        return (self.stage, "decode") if self.decode else (self.stage,)
+        """Where the method acts, in call order: its ``stage``, then ``"in_llm"`` when a pre-LLM method also acts
+        inside the LLM (``in_llm``), then ``"decode"`` when it also acts while decoding."""
+        return (self.stage, *(("in_llm",) if self.in_llm else ()), *(("decode",) if self.decode else ()))
 
     @property
     def single_prompt(self) -> str | None:
         """Why ``generate`` must get one prompt at a time with this method (``None``: left-padded batches work):
         in-LLM pruning and decode-time KV pruning keep a different set per prompt, and their stages refuse batches."""
-        if self.stage == "in_llm":
+        if "in_llm" in self.acts:
             return "in-LLM pruning runs one prompt per generate() (vidcom2 refuses batches)"
         if self.decode:
             return "decode-time KV pruning runs one prompt per generate() (vidcom2 refuses batches)"
@@ -66,12 +82,15 @@ class Selection:
     order: optional ``[K]`` flat indices (``f * N + i``) of the kept tokens in the order they must appear in the
         sequence, for methods that do not keep positional order (DyCoke's TTM); ``None`` means ascending order.
     stats: method-specific numbers worth recording (realised retention, derived hyper-parameters, ...).
+    groups: optional ``[F, N]`` long group id of each kept token (``-1`` elsewhere), read by the method's own in-LLM
+        part (``MethodInfo.in_llm``: PruneVid keeps a share of every group); ``None`` for most methods.
     """
 
     keep: torch.Tensor
     features: torch.Tensor | None = None
     order: torch.Tensor | None = None
     stats: dict = field(default_factory=dict)
+    groups: torch.Tensor | None = None
 
     @property
     def kept_per_frame(self) -> torch.Tensor:
@@ -117,20 +136,28 @@ class DecodeStage:
 @dataclass(frozen=True)
 class Plan:
     """What a method does inside the LLM, declared by the method (``method.plan(retention_ratio, num_layers,
-    num_visual, *, mrope)``) and run by ``vidcom2.stages`` (which knows no method by name).
+    num_visual, *, mrope)``; a pre-LLM method with an in-LLM part, ``MethodInfo.in_llm``, also gets ``selections``)
+    and run by ``vidcom2.stages`` (which knows no method by name).
 
     stages: prefill pruning stages (:class:`Stage`), by layer. score: the score recipe of those stages, an object
         with ``where`` = ``"attention"`` (``attention_row(...)`` inside layer ``stage.layer - 1``'s attention on its
         post-RoPE q/k: FastV, SparseVLM) or ``"layer_input"`` (``layer_row(...)`` recomputed before layer
         ``stage.layer`` from its input hidden states: PDrop); ``start(...)`` runs once per prefill.
     position_mode: ``"original"`` (kept tokens keep their positions) or ``"contiguous"`` (renumbered).
-    budget: ``"global"`` (top-k over the video) or per-frame ``"uniform"`` / ``"fca"``.
+    budget: ``"global"`` (top-k over the video), per-frame ``"uniform"`` / ``"fca"``, or ``"groups"``: per group of
+        candidates, the counts of ``groups``.
+    groups: with ``budget="groups"``, ``(group_of, keep)``: ``group_of [n_visual]`` long, the group of each candidate
+        in sequence order, and ``keep [G]`` long, how many each group keeps at every stage (PruneVid's per-window /
+        per-frame groups of its pre-LLM part, from ``Selection.groups``).
     recycle: ``None`` or an object whose ``merge(hidden, row, pruned, stage, generator)`` turns the pruned tokens into
         ``stage.recycled`` new tokens (SparseVLM v1). decode: a :class:`DecodeStage` or ``None``.
-    merge: ``None`` or a merge recipe (FrameFusion) run before every decoder layer from layer 0 on while it is
-        active: ``start(num_layers)`` once per prefill, then ``step(state, layer, hidden [n, D], patch [n])`` ->
-        :class:`MergeStep` or ``None``; a plan with a merge recipe has no ``stages`` (its one prune, if any, comes
-        from the recipe at run time and is scored by ``score``, ``where = "attention"``) and original positions.
+    merge: ``None`` or a merge recipe (FrameFusion, HoliTom's inner merge) run before every decoder layer from layer 0
+        on until it is done: ``start(num_layers)`` once per prefill, then ``step(state, layer, hidden [n, D],
+        patch [n], row)`` -> :class:`MergeStep` or ``None`` (nothing changes there). ``patch``: each token's in-frame
+        position (-1: not a candidate) when the recipe's ``needs_frames`` is true, else 0 for every candidate;
+        ``row``: the ``score`` row (``where = "attention"``) recorded inside the previous layer's attention over the
+        current tokens when the previous step asked for it (``MergeStep.want_row``), else ``None``. A plan with a merge
+        recipe has no ``stages`` and keeps original positions.
     hparams: the derived numbers worth recording (fractions, schedules, ...).
     """
 
@@ -142,6 +169,7 @@ class Plan:
     budget: str = "global"
     recycle: Any = None
     decode: DecodeStage | None = None
+    groups: Any = None
     merge: Any = None
 
 
@@ -149,13 +177,12 @@ class Plan:
 class MergeStep:
     """What a merge recipe does to the ``n`` tokens entering one decoder layer (prefill).
 
-    keep: bool ``[n]``, False for the tokens merged away (only visual candidates). hidden: ``[n, D]`` the new hidden
-    states (representatives hold the merged value; rows merged away are ignored). done: the recipe stops merging
-    after this layer. prune: with ``done``, keep this many visual tokens before the next layer, ranked by the plan's
-    score row recorded inside this layer's attention (``None``: no prune).
+    keep: bool ``[n]``, False for the tokens that leave (only visual candidates may). hidden: ``[n, D]`` the new hidden
+    states (representatives hold the merged value; rows that leave are ignored). done: the recipe does nothing at the
+    later layers. want_row: record the plan's score row inside this layer's attention for the next step.
     """
 
     keep: torch.Tensor
     hidden: torch.Tensor
     done: bool = False
-    prune: int | None = None
+    want_row: bool = False

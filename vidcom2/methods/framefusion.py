@@ -113,14 +113,17 @@ def merge_runs(hidden: torch.Tensor, order: torch.Tensor, merged: torch.Tensor) 
 
 @dataclass(frozen=True)
 class FrameFusionMerge:
-    """FrameFusion's merge recipe (``Plan.merge``), run by ``vidcom2.stages`` before each decoder layer until done."""
+    """FrameFusion's merge recipe (``Plan.merge``), run by ``vidcom2.stages`` before each decoder layer until done:
+    merges while the merge ratio stays in ``[ratio_lower_bound, p)``; after the last merge it asks for the score row
+    of that layer (``want_row``) and prunes to ``state["prune"]`` visual tokens before the next one."""
 
     cost: float
     similarity_lower_bound: float = 0.6
     ratio_lower_bound: float = 0.1
+    needs_frames: ClassVar[bool] = True
 
     def start(self, num_layers: int) -> dict:
-        return {"ratios": [], "num_layers": int(num_layers), "done": False}
+        return {"ratios": [], "num_layers": int(num_layers), "prune": None}
 
     def prune_count(self, state: dict, num_visual: int) -> int | None:
         """Visual tokens the one prune keeps out of ``num_visual``; ``None`` when no layer is left to prune for."""
@@ -128,28 +131,36 @@ class FrameFusionMerge:
             return None
         return count(1.0 - pruning_ratio(state["ratios"], self.cost, state["num_layers"]), num_visual)
 
-    def step(self, state: dict, layer: int, hidden: torch.Tensor, patch: torch.Tensor) -> MergeStep:
-        """One merge on ``hidden [n, D]`` (the tokens entering ``layer``); ``patch [n]`` in-frame positions."""
-        n_vis = int((patch >= 0).sum())
-        if state["done"] or n_vis == 0:
-            state["done"] = True
-            return MergeStep(torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device), hidden, done=True)
+    def step(self, state: dict, layer: int, hidden: torch.Tensor, patch: torch.Tensor, row=None) -> MergeStep:
+        """One merge (or the prune) on ``hidden [n, D]``, the tokens entering ``layer``; ``patch [n]`` their in-frame
+        positions (-1: not visual); ``row [n]``: the score row of the previous layer, for the prune."""
+        everyone = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+        vis = patch >= 0
+        if state["prune"] is not None:  # the one prune: the top visual tokens by the previous layer's row
+            if row is None:
+                raise RuntimeError("framefusion: the prune needs the previous layer's attention row")
+            keep = everyone.clone()
+            top = keep_highest(row[vis].float().view(1, -1), torch.tensor([min(state["prune"], int(vis.sum()))]))
+            keep[vis] = top.view(-1).to(keep.device)
+            state["prune"] = None
+            return MergeStep(keep, hidden, done=True)
+        n_vis = int(vis.sum())
+        if n_vis == 0:
+            return MergeStep(everyone, hidden, done=True)
         upper = pruning_ratio(state["ratios"], self.cost, state["num_layers"])
         order, sim = previous_frame_similarity(hidden, patch)
         merged = (sim >= self.similarity_lower_bound).nonzero().squeeze(1)
         ratio = merged.numel() / n_vis
-        prune = None
         if ratio < upper:
             state["ratios"].append(ratio)
-            done = ratio < self.ratio_lower_bound
-            if done:
-                prune = self.prune_count(state, n_vis - merged.numel())
+            if ratio < self.ratio_lower_bound:  # merging stops; the prune comes at the next layer
+                state["prune"] = self.prune_count(state, n_vis - merged.numel())
+            done = ratio < self.ratio_lower_bound and state["prune"] is None
         else:  # merging alone meets the budget: the int(p * n) most similar merge, and nothing is pruned
             top = keep_highest(sim.float().view(1, -1), torch.tensor([int(upper * n_vis)])).view(-1)
             merged, done = top.nonzero().squeeze(1), True
-        state["done"] = done
         keep, out = merge_runs(hidden, order, merged)
-        return MergeStep(keep, out, done=done, prune=prune)
+        return MergeStep(keep, out, done=done, want_row=state["prune"] is not None)
 
 
 @register
@@ -193,7 +204,7 @@ class FrameFusion:
         patch = torch.arange(n, device=features.device).repeat(f)
         step = recipe.step(state, 0, features.reshape(f * n, d), patch)
         keep = step.keep.clone()
-        k = None if (step.done and step.prune is None) else recipe.prune_count(state, int(keep.sum()))
+        k = None if step.done else recipe.prune_count(state, int(keep.sum()))
         if k is not None:  # no deeper layer on tensors: merging ends here, the prune ranks the survivors by scores
             idx = keep.nonzero().squeeze(1)
             top = keep_highest(scores.reshape(-1)[idx.to(scores.device)].float().view(1, -1), torch.tensor([k]))
@@ -203,8 +214,8 @@ class FrameFusion:
         return Selection(keep=keep.view(f, n), features=step.hidden.view(f, n, d), stats=stats)
 
     def plan(self, retention_ratio: float, num_layers: int, num_visual: int, *, mrope: bool) -> Plan:
-        """No static stage: the merge recipe runs from layer 0 on and asks for its one prune at run time, scored by
-        the last query's attention row (:class:`~vidcom2.methods.fastv.LastQueryRow`); original positions."""
+        """No static stage: the merge recipe runs from layer 0 on and makes its one prune at run time, by the last
+        query's attention row (:class:`~vidcom2.methods.fastv.LastQueryRow`) of the layer before; original positions."""
         recipe = self._recipe(retention_ratio, num_layers)
         hp = {"cost": recipe.cost, "num_layers": int(num_layers), "similarity_lower_bound": recipe.similarity_lower_bound,
               "ratio_lower_bound": recipe.ratio_lower_bound}  # fmt: skip

@@ -52,13 +52,12 @@ class PruneState:
     next_id: int = 0
     frame_of: torch.Tensor | None = None  # per-frame budgets: frame index of every prompt position (-1: none)
     frame_s_video: torch.Tensor | None = None  # FCA: [F, N] similarities of the pre-LLM features to the video centre
-    # merge plans (vidcom2.stages._merger): the recipe's state, whether it still merges, the pending prune
+    # merge plans (vidcom2.stages._merger): the recipe's state, whether it still merges
     merge_state: object = None
     merging: bool = False
-    prune_k: int | None = None
     row_layer: int | None = None  # the layer whose attention records the score row (merge plans)
     patch: torch.Tensor | None = None  # long [n]: in-frame position of each prompt position (-1: not a candidate)
-    merged: dict = field(default_factory=dict)  # layer -> tokens merged away before it (merge plans)
+    merged: dict = field(default_factory=dict)  # layer -> tokens that left before it (merge plans)
     kept_cos_sin: tuple | None = None  # (cos, sin) of state.current (merge plans, prune mode)
 
 
@@ -125,7 +124,7 @@ class Pruner:
         if plan.merge is not None:
             _merger.check(plan, self.position_mode, frame_columns)
             self.first = 0  # merging starts before layer 0
-        if plan.budget != "global" and frame_columns is None:
+        if plan.budget not in ("global", "groups") and frame_columns is None:
             raise ValueError(
                 f"{plan.method} budget={plan.budget!r} selects per frame: pass frame_columns (the video's [F, N] columns)"
             )
@@ -212,7 +211,13 @@ class Pruner:
                 start = int(visual.nonzero().max()) + 1
             # prompt tokens only: without a cache, later forwards also carry generated tokens
             state.scoring = plan.score.start(embeds[0], state.visual, text_start=start, prompt_len=visual.numel())
-        if plan.budget != "global":
+        if plan.budget == "groups":  # a multistage method's groups (vidcom2.types.Plan.groups), candidates in order
+            group_of = torch.as_tensor(plan.groups[0], device=embeds.device).long().reshape(-1)
+            if group_of.numel() != n_vis:
+                raise ValueError(f"{plan.method}: plan.groups names {group_of.numel()} candidates, the prompt has {n_vis}")
+            state.frame_of = torch.full((n,), -1, dtype=torch.long, device=embeds.device)
+            state.frame_of[state.visual] = group_of
+        elif plan.budget != "global":
             cols = self.frame_columns.to(embeds.device)
             state.frame_of = torch.full((n,), -1, dtype=torch.long, device=embeds.device)
             frames = torch.arange(cols.shape[0], device=embeds.device).repeat_interleave(cols.shape[1])
@@ -322,6 +327,8 @@ class Pruner:
         return hidden, local
 
     def _frame_budgets(self, stage) -> torch.Tensor:
+        if self.plan.budget == "groups":
+            return torch.as_tensor(self.plan.groups[1]).long().reshape(-1)
         frames, n = self.frame_columns.shape
         if self.plan.budget == "fca":
             return counts(fca_ratios(self.state.frame_s_video, stage.fraction), n)

@@ -39,9 +39,12 @@ __all__ = ["MODES", "POSITION_MODES", "PruneState", "attach", "candidates", "che
 _STATIC = ("static", "offloaded_static", "sliding_window", "hybrid", "mamba", "quantized", "offloaded_hybrid")
 
 
-def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int | None, *, mrope: bool):
+def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int | None, *, mrope: bool,
+             selections=None):  # fmt: skip
     """The :class:`~vidcom2.types.Plan` of a method instance for a model with ``num_layers`` decoder layers and
-    ``num_visual`` candidate tokens (``method.plan``); a method that fixed ``num_layers`` must match the model."""
+    ``num_visual`` candidate tokens (``method.plan``); a method that fixed ``num_layers`` must match the model.
+    selections: the pre-LLM Selections of the prompt's videos, for a method that acts before and inside the LLM
+    (``MethodInfo.in_llm``; ``num_visual`` is then what remains after them): passed on as ``plan(..., selections=)``."""
     r = check_ratio(retention_ratio)
     name = method.info.name
     given = getattr(method, "num_layers", None)
@@ -49,6 +52,8 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int | 
         raise ValueError(f"{name}: num_layers={given} but the model has {num_layers} decoder layers; leave it None")
     if not callable(getattr(method, "plan", None)):
         raise ValueError(f"method {name!r} declares no plan (no `plan` method): it cannot act inside the LLM")
+    if method.info.in_llm:
+        return method.plan(r, num_layers, num_visual, mrope=mrope, selections=selections)
     return method.plan(r, num_layers, num_visual, mrope=mrope)
 
 
@@ -100,23 +105,26 @@ def check_generate_kwargs(model, kwargs: dict) -> None:
 @contextmanager
 def attach(
     adapter, model, method, retention_ratio: float, inputs: dict, *, slots=None, seed: int = 0,
-    mode: str = "prune", position_mode: str | None = None,
+    mode: str = "prune", position_mode: str | None = None, selections=None,
 ) -> Iterator[PruneState]:  # fmt: skip
     """Attach ``method``'s in-LLM pruning to ``model`` for the prompt ``inputs`` for the block; undone on exit.
 
     slots: the prompt's video slots (``Encoded.slots``), see :func:`candidates`. seed: seeds the stochastic steps of
     a plan (SparseVLM's clustering noise; the same for every prefill). mode: ``prune`` (real slicing) or ``mask``
-    (the reference). position_mode: ``original`` / ``contiguous``; default the plan's rule.
+    (the reference). position_mode: ``original`` / ``contiguous``; default the plan's rule. selections: for a method
+    that acted before the LLM too (``MethodInfo.in_llm``), its Selections of the prompt's videos; ``inputs`` is then
+    the shrunk prompt, whose remaining visual tokens are the candidates (pass ``slots=None``).
     Yields a :class:`PruneState` (rows, kept indices, per-layer counts) filled during the forward passes.
     """
     check_generate_kwargs(model, inputs)
     layers = adapter.decoder_layers(model)
     visual = candidates(adapter, model, inputs, slots)
-    plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=adapter.mrope)
+    plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=adapter.mrope, selections=selections)
     video = adapter.visual_token_mask(model, inputs)[0]
     text_start = int(video.nonzero().max()) + 1 if video.any() else None  # e.g. SparseVLM's raters: after the video
     frame_columns = None
-    if plan.budget != "global" or plan.merge is not None:  # per-frame budgets and merging need the frame grid
+    needs_frames = plan.merge is not None and getattr(plan.merge, "needs_frames", False)
+    if plan.budget not in ("global", "groups") or needs_frames:  # per-frame budgets, frame-wise merging: the grid
         found = slots if slots is not None else adapter.video_slots(model, inputs)
         if len(found) != 1:
             what = "merging" if plan.merge is not None else f"budget={plan.budget!r}"

@@ -62,7 +62,10 @@ def test_merge_step_matches_the_reference(dtype, static, cost, bound):
     ratios = []
     want = ref.step(h, patch.tolist(), ratios, cost, 28, bound, 0.1)
     assert set((~step.keep).nonzero().squeeze(1).tolist()) == want["removed"]
-    assert step.done == want["done"] and step.prune == want["prune"]
+    if want["prune"] is not None:  # merging stopped: the prune of the next layer is pending (its row wanted)
+        assert not step.done and step.want_row and state["prune"] == want["prune"]
+    else:
+        assert step.done == want["done"] and not step.want_row
     assert state["ratios"] == ratios
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     kept = step.keep
@@ -76,19 +79,26 @@ def test_merge_step_branches():
     h, patch = _sequence(x)
     recipe = ff.FrameFusionMerge(0.3)
     step = recipe.step(recipe.start(28), 0, h, patch)
-    assert int((~step.keep).sum()) == int((1 - 8.4 / 28) * 50) == 35 and step.done and step.prune is None
+    assert int((~step.keep).sum()) == int((1 - 8.4 / 28) * 50) == 35 and step.done and not step.want_row
     # nothing similar: ratio 0 < 10% -> done; layer 0 is charged in full, so the 27 layers left keep
     # (8.4 - 1) / 27 each: round(50 * 7.4 / 27) = round(13.70)
     x = _video(5, 10, 64, [], seed=2)
     h, patch = _sequence(x)
-    step = recipe.step(recipe.start(28), 0, h, patch)
-    assert bool(step.keep.all()) and step.done and step.prune == 14
+    state = recipe.start(28)
+    step = recipe.step(state, 0, h, patch)
+    assert bool(step.keep.all()) and not step.done and step.want_row and state["prune"] == 14
+    # the next step is that prune: the 14 highest of the row over the visual tokens, text untouched
+    row = torch.rand(h.shape[0], generator=torch.Generator().manual_seed(4))
+    pruned = recipe.step(state, 1, h, patch, row)
+    vis = (patch >= 0).nonzero().squeeze(1)
+    want = set(vis[torch.argsort(row[vis], descending=True)[:14]].tolist()) | set((patch < 0).nonzero().squeeze(1).tolist())
+    assert set(pruned.keep.nonzero().squeeze(1).tolist()) == want and pruned.done and state["prune"] is None
     # 20% similar: merged, recorded, merging goes on (no prune yet)
     x = _video(5, 10, 64, [0, 1, 2, 3, 4], seed=3)
     h, patch = _sequence(x)
     state = recipe.start(28)
     step = recipe.step(state, 0, h, patch)
-    assert int((~step.keep).sum()) == 20 and not step.done and state["ratios"] == [0.4]
+    assert int((~step.keep).sum()) == 20 and not step.done and not step.want_row and state["ratios"] == [0.4]
 
 
 def test_a_run_of_merges_is_one_plain_average():
