@@ -28,7 +28,8 @@ class MethodInfo:
     in_llm: a ``pre_llm`` / ``vision_encoder`` method that also acts inside the LLM (FlashVID's layer-20 pruning,
         PruneVid's layer-10 pruning): ``compress`` runs its selection, shrinks the prompt, then runs its
         ``plan(retention_ratio, num_layers, num_visual, *, mrope, selections)`` on the shrunk prompt, where
-        ``num_visual`` is the number of visual tokens that REMAIN after the pre-LLM selection and ``selections`` the
+        ``num_visual`` is the number of visual tokens that REMAIN after the pre-LLM selection (the candidates: the shrunk
+        prompt's visual tokens the adapter tells from the ids; LLaVA-Video: with its row newlines) and ``selections`` the
         pre-LLM :class:`Selection` of each of the prompt's videos (prompt order); positions are those the pre-LLM
         part left (the plan's ``position_mode`` applies to the shrunk prompt).
     """
@@ -141,14 +142,18 @@ class Plan:
 
     stages: prefill pruning stages (:class:`Stage`), by layer. score: the score recipe of those stages, an object
         with ``where`` = ``"attention"`` (``attention_row(...)`` inside layer ``stage.layer - 1``'s attention on its
-        post-RoPE q/k: FastV, SparseVLM) or ``"layer_input"`` (``layer_row(...)`` recomputed before layer
-        ``stage.layer`` from its input hidden states: PDrop); ``start(...)`` runs once per prefill.
+        post-RoPE q/k: FastV, SparseVLM), ``"layer_input"`` (``layer_row(...)`` recomputed before layer
+        ``stage.layer`` from its input hidden states: PDrop) or ``"prev_layer_input"`` (``layer_row(layer, hidden,
+        cos, sin, mask, *, scoring, ids)`` from the input of layer ``stage.layer - 1``, before it runs: PruneVid's
+        layer-10 attention); ``start(...)`` runs once per prefill.
     position_mode: ``"original"`` (kept tokens keep their positions) or ``"contiguous"`` (renumbered).
     budget: ``"global"`` (top-k over the video), per-frame ``"uniform"`` / ``"fca"``, or ``"groups"``: per group of
         candidates, the counts of ``groups``.
     groups: with ``budget="groups"``, ``(group_of, keep)``: ``group_of [n_visual]`` long, the group of each candidate
         in sequence order, and ``keep [G]`` long, how many each group keeps at every stage (PruneVid's per-window /
         per-frame groups of its pre-LLM part, from ``Selection.groups``).
+    retroactive: after the (single) stage, the layers before it also read only its survivors while decoding
+        (PruneVid prunes the KV cache of layers 0-10; here a gather on read, ``vidcom2.stages._retro``).
     recycle: ``None`` or an object whose ``merge(hidden, row, pruned, stage, generator)`` turns the pruned tokens into
         ``stage.recycled`` new tokens (SparseVLM v1). decode: a :class:`DecodeStage` or ``None``.
     merge: ``None`` or a merge recipe (FrameFusion, HoliTom's inner merge) run before every decoder layer from layer 0
@@ -171,6 +176,7 @@ class Plan:
     decode: DecodeStage | None = None
     groups: Any = None
     merge: Any = None
+    retroactive: bool = False
 
 
 @dataclass

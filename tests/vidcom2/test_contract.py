@@ -159,4 +159,6 @@ def test_every_method_declares_stage_and_provenance():
         assert info.stage in ("pre_llm", "in_llm", "vision_encoder")
         assert info.needs_attention == ("scores" in info.needs)
         assert info.paper and info.code
-    assert set(vidcom2.list_methods("in_llm")) == {"fastv", "framefusion", "holitom", "pdrop", "sparsevlm"}
+    # methods acting inside the LLM: in_llm ones and pre-LLM ones with an in-LLM part (MethodInfo.in_llm)
+    assert set(vidcom2.list_methods("in_llm")) == {"fastv", "framefusion", "pdrop", "sparsevlm", "flashvid", "holitom",
+                                                   "prunevid"}  # fmt: skip

@@ -1,4 +1,5 @@
-"""FlashVID, vision-side part — attention/diversity token selection plus tree-based spatio-temporal merging.
+"""FlashVID — attention/diversity selection and tree-based spatio-temporal merging before the LLM, then attention
+pruning at LLM layer 20 (both stages of the official scripts).
 
 Paper: Fan et al., *FlashVID: Efficient Video Large Language Models via Training-free Tree-based Spatiotemporal Token
 Merging*, ICLR 2026 (arXiv 2602.08024). Official code: github.com/Fanziyang-v/FlashVID at 1d37422,
@@ -8,10 +9,21 @@ Merging*, ICLR 2026 (arXiv 2602.08024). Official code: github.com/Fanziyang-v/Fl
 project's encoder seam). Defaults: ``scripts/llava_ov.sh`` (``attn_div_v2``, alpha 0.7, temporal threshold 0.8,
 DySeg threshold 0.9 with at least 8 segments).
 
-**Vision-side part only.** The official method also prunes inside the LLM (layer ``pruning_layer=20``, keep
-``ceil(0.3 * L_vis)`` by last-query attention) and therefore expands the vision-side budget by ``expansion=1.25``.
-That stage needs the in-LLM seam and is not here: ``expansion`` defaults to 1.0 so that ``retention_ratio`` is the
-share of tokens entering the LLM (the official 1.25 is available), and ``flashvid`` is labelled an approximation.
+**Both stages of the official scripts.** Before the LLM (below) with the per-frame budget expanded by
+``expansion=1.25``; inside the LLM (``plan``, ``MethodInfo.in_llm``), on the shrunk prompt: before layer
+``pruning_layer`` keep ``ceil(L_vis * llm_retention_ratio)`` of the ``L_vis`` visual tokens that entered the LLM by the
+last prompt query's attention in the layer before (softmax over all keys, mean over heads: ``fastv_prune`` with
+``attn_based_token_selection``), the rest in original order with the positions of the shrunk prompt.
+Scripts: ``pruning_layer=20, llm_retention_ratio=0.3`` (LLaVA-OV, LLaVA-Video, Qwen2.5-VL: 28 layers) and ``28, 0.1``
+(Qwen3-VL: 36 layers). ``pruning_layer=None`` (default) scales layer 20 of 28 to the model's depth
+(``round(20 * L / 28)``, within ``[1, L - 1]``); set it (and ``llm_retention_ratio=0.1``) for the Qwen3-VL setting.
+
+**What ``retention_ratio`` targets.** As in the official scripts, the layer-averaged retention:
+``expansion`` is chosen so that ``r * expansion * (K + (L - K) * rho) / L = r`` (``(20 + 8 * 0.3) / 28 = 0.8 =
+1 / 1.25``, and ``(28 + 8 * 0.1) / 36 = 0.8``); the share entering the LLM is ``~1.25 r``. Both are recorded per
+sample: ``visual_tokens_per_layer[0] / visual_tokens_in`` (pre-LLM retention) and ``visual_tokens_layer_avg /
+visual_tokens_in`` (layer-averaged); ``plan().hparams`` has the layer and counts. ``expansion=1.0,
+llm_retention_ratio=1.0`` is the vision-side part alone (``retention_ratio`` = the share entering the LLM).
 
 On ``x [F, n, D]`` with ``scores [F, n]``:
 
@@ -31,7 +43,11 @@ On ``x [F, n, D]`` with ``scores [F, n]``:
    (``k = min(clusters, 7)``) into ``ceil(m * ratio)`` clusters, each the mean of its members, at its centre's slot.
 6. Kept tokens at their own slots, in position order.
 
-Deliberate differences: ``r = 1`` keeps every token unchanged; a one-frame segment clusters only its non-selected
+Deliberate differences: ``r = 1`` keeps every token unchanged (no in-LLM stage either); the in-LLM scores are
+float32 (the official code rounds the probabilities to the model dtype before the head mean) and ties go to the
+lower index (``torch.topk``); the in-LLM candidates are the visual tokens the adapter tells from the ids (LLaVA-OV:
+without its video newline, as the official span; LLaVA-Video: with its row newlines, which the official span also
+covers); the default layer is scaled to the depth; a one-frame segment clusters only its non-selected
 tokens (the official code clusters the whole frame again, so a centre can duplicate an ADTS token's position); a
 token is never picked twice by ``attn_div_v2`` (the official loop does not exclude picks); complementary cuts never
 repeat a cut (no empty segment); ties go to the lower index; density noise from ``generator`` (one ``[1, m]`` draw
@@ -47,11 +63,24 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from vidcom2.methods.fastv import LastQueryRow
 from vidcom2.registry import register
-from vidcom2.types import MethodInfo, Selection
+from vidcom2.types import MethodInfo, Plan, Selection, Stage
 
 SELECTIONS = ("attn_div", "attn_div_v2")
 NOISE = 1e-6
+DEPTH = (20, 28)  # the scripts' pruning layer 20 of Qwen2-7B's 28 layers (scripts/llava_ov.sh, qwen2_5_vl.sh)
+
+
+def pruning_layer_for(num_layers: int, pruning_layer: int | None) -> int:
+    """The in-LLM layer K: ``pruning_layer``, or layer 20 of 28 scaled to ``num_layers`` (in ``[1, L - 1]``)."""
+    if pruning_layer is None:
+        return min(num_layers - 1, max(1, round(DEPTH[0] * num_layers / DEPTH[1])))
+    k = int(pruning_layer)
+    if not 1 <= k < num_layers:
+        raise ValueError(f"flashvid: pruning_layer must be in [1, {num_layers - 1}] for a {num_layers}-layer LLM, got "
+                         f"{k}; leave it null to scale layer 20 of 28 to the depth")  # fmt: skip
+    return k
 
 
 def segments(frame_means: torch.Tensor, threshold: float, min_segments: int) -> list[int]:
@@ -138,8 +167,9 @@ def cluster_means(tokens: torch.Tensor, clusters: int, generator: torch.Generato
 @dataclass(frozen=True)
 class FlashVID:
     """selection: ``attn_div_v2`` (the scripts) or ``attn_div``; alpha: ADTS share; temporal_threshold: TSTM link
-    threshold; segment_threshold / min_segments: DySeg; expansion: budget factor (official 1.25 with its in-LLM
-    stage; 1.0 here, see the module docstring)."""
+    threshold; segment_threshold / min_segments: DySeg; expansion: pre-LLM budget factor (official 1.25);
+    pruning_layer: the in-LLM layer (``None``: 20 of 28 scaled to the depth); llm_retention_ratio: share of the
+    entering visual tokens kept from that layer on (``1.0``: no in-LLM stage)."""
 
     info: ClassVar[MethodInfo] = MethodInfo(
         name="flashvid",
@@ -147,22 +177,29 @@ class FlashVID:
         paper="FlashVID (ICLR 2026, arXiv 2602.08024)",
         code="github.com/Fanziyang-v/FlashVID flashvid/utils.py (1d37422)",
         needs=("scores",),
-        approximation="vision-side part only (DySeg, ADTS, tree-based merging), without FlashVID's pruning at LLM "
-        "layer 20; budget expansion 1.0 instead of 1.25 so retention_ratio is the share entering the LLM",
+        approximation="both stages as the scripts (expansion 1.25, in-LLM keep 0.3 at layer 20 of 28; the layer is "
+        "scaled to other depths); in-LLM scores in float32 with lower-index ties, a one-frame segment clusters only "
+        "its unselected tokens",
         stochastic=True,
+        in_llm=True,
     )
     selection: str = "attn_div_v2"
     alpha: float = 0.7
     temporal_threshold: float = 0.8
     segment_threshold: float = 0.9
     min_segments: int = 8
-    expansion: float = 1.0
+    expansion: float = 1.25
+    pruning_layer: int | None = None
+    llm_retention_ratio: float = 0.3
 
     def _check(self) -> None:
         if self.selection not in SELECTIONS:
             raise ValueError(f"flashvid: selection must be one of {SELECTIONS}, got {self.selection!r}")
         if not 0.0 < float(self.alpha) <= 1.0:
             raise ValueError(f"flashvid: alpha must be in (0, 1], got {self.alpha}")
+        if not 0.0 < float(self.llm_retention_ratio) <= 1.0:
+            raise ValueError(f"flashvid: llm_retention_ratio must be in (0, 1] (1 = no in-LLM stage), got "
+                             f"{self.llm_retention_ratio}")  # fmt: skip
         if float(self.expansion) < 1.0 or int(self.min_segments) < 1:
             raise ValueError(f"flashvid: expansion must be >= 1 and min_segments >= 1, got {self.expansion}, "
                              f"{self.min_segments}")  # fmt: skip
@@ -191,6 +228,20 @@ class FlashVID:
         stats = {"segments": len(sizes), "budget": budget, "adts": n_adts, "expansion": float(self.expansion),
                  "retention_realised": float(keep.sum()) / (f * n)}  # fmt: skip
         return Selection(keep=keep, features=out, stats=stats)
+
+    def plan(self, retention_ratio: float, num_layers: int, num_visual: int, *, mrope: bool, selections=None) -> Plan:
+        """The in-LLM stage on the shrunk prompt (``num_visual``: the tokens the vision-side part kept): before layer
+        K keep ``ceil(num_visual * llm_retention_ratio)`` by the last query's attention row, original positions."""
+        self._check()
+        k = pruning_layer_for(num_layers, self.pruning_layer)
+        rho = float(self.llm_retention_ratio)
+        hp = {"pruning_layer": k, "llm_retention_ratio": rho, "expansion": float(self.expansion),
+              "visual_tokens_llm_in": num_visual}  # fmt: skip
+        if retention_ratio >= 1.0 or rho >= 1.0:
+            return Plan("flashvid", hparams=hp)
+        keep = min(num_visual, math.ceil(num_visual * rho))  # official: math.ceil(visual_token_length * ratio)
+        hp["visual_tokens_llm_kept"] = keep
+        return Plan("flashvid", (Stage(k, keep, fraction=rho),), LastQueryRow(), "original", hp)
 
     def _merge(self, seg, other, sttm, s, budget, start, keep, out, g) -> None:
         """TSTM then per-frame clustering of one segment's non-selected tokens (written into ``keep`` / ``out``)."""

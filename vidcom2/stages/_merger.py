@@ -23,8 +23,8 @@ from vidcom2.stages import masks
 def check(plan, position_mode: str, frame_columns) -> None:
     """Refuse merge plans the engine cannot run: with static stages, renumbered positions, no frame columns for a
     recipe that needs frames, a row wanted from a score that is not computed inside attention."""
-    if plan.stages:
-        raise ValueError(f"{plan.method}: a plan with a merge recipe takes no static stages (the recipe drops tokens)")
+    if plan.stages or plan.retroactive:
+        raise ValueError(f"{plan.method}: a plan with a merge recipe takes no static stages and no retroactive reads")
     if position_mode != "original":
         raise ValueError(f"{plan.method}: merging keeps original positions; position_mode={position_mode!r} is not supported")
     if getattr(plan.merge, "needs_frames", False) and frame_columns is None:

@@ -16,6 +16,7 @@ import torch
 from vidcom2.budget import count, counts, fca_ratios, keep_highest
 from vidcom2.similarity import gaussian_scores
 from vidcom2.stages import _merger, masks
+from vidcom2.stages import _retro as retro
 from vidcom2.stages._dispatch import scoped
 
 MODES = ("prune", "mask")
@@ -124,6 +125,8 @@ class Pruner:
         if plan.merge is not None:
             _merger.check(plan, self.position_mode, frame_columns)
             self.first = 0  # merging starts before layer 0
+        if plan.retroactive and (len(self.stages) != 1 or plan.recycle is not None or self.position_mode != "original"):
+            raise ValueError(f"{plan.method}: retroactive KV pruning needs one stage, no recycling and original positions")
         if plan.budget not in ("global", "groups") and frame_columns is None:
             raise ValueError(
                 f"{plan.method} budget={plan.budget!r} selects per frame: pass frame_columns (the video's [F, N] columns)"
@@ -147,11 +150,14 @@ class Pruner:
     def attached(self) -> Iterator[PruneState]:
         """Hooks, the attention dispatcher's row callbacks and the adapter's per-token alignment for the block."""
         handles, score = [], self.plan.score
-        rows = {}
+        rows, gathers = {}, {}
         if self.plan.merge is not None:
             rows = _merger.row_callbacks(self)
         elif score is not None and score.where == "attention":
             rows = {self.layers[s.layer - 1].self_attn: self._attention_callback(s.layer) for s in self.plan.stages}
+        if self.plan.retroactive:  # layers before the stage decode over its survivors only (stages/_retro.py)
+            read = retro.reader(self.state, self.first, self.mode, str(self.text_model.config._attn_implementation))
+            gathers = {self.layers[i].self_attn: read for i in range(self.first)}
         aligned = self.adapter.prefill_sequence(self.model, self._pruned_current) if self.mode == "prune" else None
         try:
             handles.append(self.text_model.register_forward_pre_hook(self._on_text_forward, with_kwargs=True))
@@ -160,7 +166,7 @@ class Pruner:
             for layer_idx in range(start, self.num_layers):
                 hook = self._layer_hook(layer_idx)
                 handles.append(self.layers[layer_idx].register_forward_pre_hook(hook, with_kwargs=True))
-            with scoped(self.text_model, rows=rows), aligned or contextlib.nullcontext():
+            with scoped(self.text_model, rows=rows, gathers=gathers), aligned or contextlib.nullcontext():
                 yield self.state
         finally:
             for h in handles:
@@ -252,9 +258,22 @@ class Pruner:
             if self.state.phase == "prefill" and layer_idx + 1 in self.stages:
                 # the cos/sin the scored layer really uses (after this hook's renumbering): SparseVLM v2's gravity
                 self.state.scored_positions[layer_idx + 1] = (result[1] if result else kwargs)["position_embeddings"]
+                if self.plan.score is not None and self.plan.score.where == "prev_layer_input":
+                    self._prev_input_row(layer_idx, *(result if result else (args, kwargs)))
             return result
 
         return hook
+
+    def _prev_input_row(self, layer_idx, args, kwargs) -> None:
+        """``where="prev_layer_input"``: the row of stage ``layer_idx + 1`` from the input of layer ``layer_idx``
+        (PruneVid: layer 10's own attention decides what layers >= 11 see), over the sequence entering it."""
+        state = self.state
+        hidden = args[0] if args else kwargs["hidden_states"]
+        ids = state.current if self.mode == "prune" else torch.arange(hidden.shape[1], device=hidden.device)
+        cos, sin = kwargs["position_embeddings"]
+        state.rows[layer_idx + 1] = self.plan.score.layer_row(
+            self.layers[layer_idx], hidden, cos, sin, kwargs.get("attention_mask"), scoring=state.scoring, ids=ids
+        )
 
     # -- prefill ----------------------------------------------------------------------------------------------------
     def _prefill(self, layer_idx, args, kwargs):
@@ -281,7 +300,7 @@ class Pruner:
 
     def _score_row(self, layer_idx, hidden, kwargs) -> torch.Tensor:
         state, cur = self.state, self.state.current
-        if self.plan.score.where == "attention":
+        if self.plan.score.where in ("attention", "prev_layer_input"):
             row = state.rows.get(layer_idx)
             if row is None:
                 raise RuntimeError(f"{self.plan.method}: no attention row was recorded at layer {layer_idx - 1}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vidcom2
-from tests.vidcom2._helpers import generate_compressed
+from tests.vidcom2._helpers import PRE_LLM_ONLY, generate_compressed
 from vidcom2.testing import tiny
 
 from .reference import ARCHS, masked_teacher_forced
@@ -27,6 +27,7 @@ METHODS = [
 CASES = [(m, a) for m in METHODS for a in ARCHS]
 # Qwen towers have no MAP head: FastVID runs its labelled encoder-signal fallback there (the adapter refuses map_head)
 HPARAMS = {("fastvid", a): {"signal": "encoder"} for a in ARCHS if a.startswith("qwen")}
+HPARAMS.update({(m, a): hp for m, hp in PRE_LLM_ONLY.items() for a in ARCHS})
 
 
 def _inputs(arch, processor):

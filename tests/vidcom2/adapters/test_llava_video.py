@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import vidcom2
-from tests.vidcom2._helpers import generate_compressed
+from tests.vidcom2._helpers import PRE_LLM_ONLY, generate_compressed
 from tests.vidcom2.adapters.reference import map_head_signal
 from vidcom2.adapters import adapter_for, family_of, get_adapter
 from vidcom2.adapters.llava_video import rewrite_prompt
@@ -22,7 +22,8 @@ FRAMES, SIDE, POOLED = 4, 27, 13
 PER_FRAME = POOLED * (POOLED + 1)  # 182
 NEW = 5
 RATIO = {"dycoke_ttm": 0.6}  # anchor frames are kept whole (as in test_compress_equivalence)
-# (dycoke's stage 2 also acts while decoding: tested in tests/vidcom2/stages/test_decode.py)
+# (dycoke's stage 2 also acts while decoding: tested in tests/vidcom2/stages/test_decode.py; methods with an
+# in-LLM part run their pre-LLM part alone here, PRE_LLM_ONLY)
 METHODS = [
     m
     for m in vidcom2.list_methods(stage="pre_llm") + vidcom2.list_methods(stage="vision_encoder")
@@ -127,9 +128,10 @@ def run(model, batch, method, ratio, **kw):
     return generate_compressed(model, batch, method, ratio, NEW, **kw)
 
 
-def check_against_reference(model, batch, method, ratio, order, position_mode, *, layout=None, **kw):
-    """``layout``: the newline order of the reference sequence (default ``order``)."""
-    out, session = run(model, batch, method, ratio, position_mode=position_mode, **kw)
+def check_against_reference(model, batch, method, ratio, order, position_mode, *, layout=None, hparams=None, **kw):
+    """``layout``: the newline order of the reference sequence (default ``order``); ``hparams``: the method's."""
+    hparams = hparams or {}
+    out, session = run(model, batch, method, ratio, position_mode=position_mode, **kw, **hparams)
     assert session.info["adapter"] == "llava_video" and session.info["newline_order"] == order
     generated = out.sequences[:, batch["input_ids"].shape[1] :]
     with torch.no_grad():
@@ -142,7 +144,7 @@ def check_against_reference(model, batch, method, ratio, order, position_mode, *
             )
         elif vidcom2.get_method(method).info.stage == "vision_encoder":
             aux["scores"], aux["keys"] = reference_scores(model, batch["pixel_values_videos"])
-        sel = vidcom2.apply(method, flat, ratio, seed=0, **aux)
+        sel = vidcom2.apply(method, flat, ratio, seed=0, **aux, **hparams)
         merged = sel.gather(flat)  # [K, D] in sequence order (merged / reordered features included)
         order_idx = sel.flat_indices()
         # kept slots in ascending order carry the features in the method's order (what compress promises)
@@ -231,7 +233,8 @@ def test_compressed_generate_equals_masked_reference(setup, method):
     model, _, batch = setup
     # method none keeps everything: the uncompressed layout (see test_uncompressed_equals_raw_module_reference)
     layout = "row" if method == "none" else None
-    check_against_reference(model, batch, method, RATIO.get(method, 0.25), "after_frame", None, layout=layout)
+    check_against_reference(model, batch, method, RATIO.get(method, 0.25), "after_frame", None, layout=layout,
+                            hparams=PRE_LLM_ONLY.get(method))
 
 
 @pytest.mark.parametrize("position_mode", ["contiguous", "original"])

@@ -1,6 +1,6 @@
-"""Independent FlashVID (vision-side part) reference, written from the operations of the official code
-(Fanziyang-v/FlashVID 1d37422, ``flashvid/utils.py`` and ``flashvid/token_selection.py``): the gather-based max-min
-loop with its index tensor, ``F.pad``-ed similarity maps and the in-place backward loop of
+"""Independent FlashVID reference (the vision-side part, and the in-LLM ``fastv_prune`` selection: ``llm_keep``),
+written from the operations of the official code (Fanziyang-v/FlashVID 1d37422, ``flashvid/utils.py`` and
+``flashvid/token_selection.py``): the gather-based max-min loop with its index tensor, ``F.pad``-ed similarity maps and the in-place backward loop of
 ``spatiotemporal_compression``, ``dpc_knn`` with ``scatter_`` and the final ``argsort`` by global index. No code from
 vidcom2/. Where the project documents a difference it is followed: a one-frame segment clusters only its non-selected
 tokens, a v2 pick is never repeated, complementary cuts never repeat a cut, and the budget is capped at ``n``.
@@ -93,9 +93,9 @@ def dpc_means(tokens, num, gen):
     return centres[0], torch.einsum("n c, n d -> c d", oh, tokens) / oh.sum(dim=0).unsqueeze(-1)
 
 
-def flashvid(x, attn, r, gen, alpha=0.7, tthr=0.8, sthr=0.9, min_seg=8, v2=True):
+def flashvid(x, attn, r, gen, alpha=0.7, tthr=0.8, sthr=0.9, min_seg=8, v2=True, expansion=1.25):
     f, n, d = x.shape
-    budget = min(n, math.ceil(n * r * 1.0))
+    budget = min(n, math.ceil(n * r * expansion))
     na = math.ceil(budget * alpha)
     ns = budget - na
     gidx = torch.arange(f * n).view(f, n)
@@ -134,3 +134,13 @@ def kept_count(x, attn, r):
     if r >= 1.0:
         return f * n
     return flashvid(x, attn, r, torch.Generator().manual_seed(0))[0].numel()
+
+
+def llm_keep(attentions, visual_cols, ratio=0.3):
+    """``fastv_prune`` (``flashvid/utils.py``) on one layer's attention weights ``attentions [1, H, q, kv]`` (the
+    layer before ``pruning_layer``): the last query's row, mean over heads, at the visual columns ``visual_cols [n]``
+    (prompt order), ``torch.topk`` of ``math.ceil(n * ratio)``, sorted; returns the kept prompt columns."""
+    attn = torch.mean(attentions[:, :, -1, :], dim=1)[0, visual_cols]
+    k = math.ceil(visual_cols.numel() * ratio)
+    top = torch.topk(attn.unsqueeze(0), k=k, dim=-1).indices.sort().values[0]
+    return visual_cols[top]

@@ -1,4 +1,4 @@
-"""Independent PruneVid (pre-LLM part) reference, written from the operations of the official code (Visual-AI/PruneVid
+"""Independent PruneVid reference (the pre-LLM part; the LLM stage's ``attention_wo_pos`` and ``process_attention``), written from the operations of the official code (Visual-AI/PruneVid
 b12600c, ``models/pllava/modeling_pllava.py``): ``cluster_dpc_knn`` with a batch dimension and ``index_points``,
 ``refine_clusters`` as its three steps (runs per cluster, keep the longest, re-label from the neighbours),
 ``segment_lengths`` from change points, ``merge_frames_dynamic``'s einsum similarity and masked_select, and
@@ -84,7 +84,9 @@ def merge_group(feat, slots, ratio, gen):
     return (sums / onehot.sum(dim=1).unsqueeze(-1))[0], slots[down[0]]
 
 
-def prunevid(x, r, gen, tau=0.8, seg_ratio=0.25, ratio=None):
+def prunevid(x, r, gen, tau=0.8, seg_ratio=0.25, ratio=None, sizes=None):
+    """``sizes``: a list that receives ``(static_size, dynamic_size, window_size)`` per window (the official
+    ``merge_frames_dynamic`` outputs the LLM stage reads)."""
     f, n, c = x.shape
     ratio = r if ratio is None else ratio
     idx, _ = dpc(x.mean(dim=1).unsqueeze(0), max(1, int(f * seg_ratio)), min(7, f), gen)
@@ -103,10 +105,14 @@ def prunevid(x, r, gen, tau=0.8, seg_ratio=0.25, ratio=None):
         tokens.append(t)
         slots.append(s)
         dyn = torch.masked_select(cur, ~mask.view(1, 1, n, 1).expand(1, w, n, c)).view(1, w, -1, c)
+        static_size, dynamic_size = t.shape[0], 0
         for i in range(w):
             t, s = merge_group(dyn[:, i], (start + i) * n + torch.arange(n)[~mask], ratio, gen)
             tokens.append(t)
             slots.append(s)
+            dynamic_size += t.shape[0]
+        if sizes is not None:
+            sizes.append((static_size, dynamic_size, w))
         start += w
     return torch.cat(tokens), torch.cat(slots)
 
@@ -116,3 +122,38 @@ def kept_count(x, r):
     if r >= 1.0:
         return x.shape[0] * x.shape[1]
     return prunevid(x, r, torch.Generator().manual_seed(0))[1].numel()
+
+
+def attention_wo_pos(layer, hidden):
+    """``attn_weights_wo_pos`` of ``LlamaAttention.forward`` (``models/pllava/llama.py``) for the layer's input
+    ``hidden [1, L, D]``: ``softmax(q k^T / sqrt(head_dim))`` before RoPE and without a mask, ``[1, H, L, L]``
+    (kv heads repeated as ``repeat_kv``; Qwen3's ``q_norm`` / ``k_norm`` before it, as its attention does)."""
+    attn = layer.self_attn
+    x = layer.input_layernorm(hidden)
+    b, length, _ = x.shape
+    d = attn.head_dim
+    q = attn.q_proj(x).view(b, length, -1, d)
+    k = attn.k_proj(x).view(b, length, -1, d)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    w = torch.matmul(q.float(), k.float().transpose(2, 3)) / d**0.5
+    return F.softmax(w, dim=-1, dtype=torch.float32)
+
+
+def process_attention(text_to_image, static_sizes, dynamic_sizes, window_sizes, alpha=0.4):
+    """``VTPWindowCache.process_attention`` (``models/pllava/elastic_cache.py``): ``text_to_image [1, H, q, img]``;
+    max over heads, then over queries; per window the static tokens' top ``int(size * alpha)`` and each frame's
+    dynamic tokens' top ``int(per_frame * alpha)``. Returns indices into the image span."""
+    att = text_to_image[0].max(dim=0)[0].max(dim=0)[0]
+    start, out = 0, []
+    for static_size, dynamic_size, window_size in zip(static_sizes, dynamic_sizes, window_sizes):
+        end = start + static_size + dynamic_size
+        window = att[start:end]
+        out.append(torch.topk(window[:static_size], k=int(static_size * alpha), dim=-1)[1] + start)
+        dyn = window[static_size:].view(window_size, -1)
+        top = torch.topk(dyn, k=int(dyn.shape[-1] * alpha), dim=-1)[1] + start + static_size
+        out += [top[i] + dyn.shape[-1] * i for i in range(window_size)]
+        start = end
+    return torch.cat(out)

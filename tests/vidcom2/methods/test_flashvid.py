@@ -1,4 +1,4 @@
-"""FlashVID (vision-side part) against the independent reference written from the official operations
+"""FlashVID's vision-side part (its in-LLM stage: test_flashvid_llm.py) against the independent reference written from the official operations
 (tests/vidcom2/methods/ref_flashvid.py), in float32 and bfloat16, and its parts on hand-made cases."""
 
 import pytest
@@ -28,6 +28,16 @@ def test_flashvid_equals_the_official_reference(dtype, sel, f, n, r, min_seg):
     assert torch.equal(out.flat_indices(), index)
     tol = 1e-5 if dtype == torch.float32 else 2**-6
     assert torch.allclose(out.gather(x).float(), tokens.float(), rtol=tol, atol=tol)
+
+
+def test_vision_side_alone_without_the_expansion_equals_the_reference():
+    # expansion=1.0 (with llm_retention_ratio=1.0: the vision-side part alone): per-frame budget ceil(n * r)
+    x, attn = _video(9, 49, 12, seed=7, dtype=torch.float32)
+    out = vidcom2.apply("flashvid", x, 0.2, scores=attn, expansion=1.0, llm_retention_ratio=1.0, seed=5)
+    index, _ = ref.flashvid(x, attn, 0.2, torch.Generator().manual_seed(5), expansion=1.0)
+    assert torch.equal(out.flat_indices(), index)
+    wide = vidcom2.apply("flashvid", x, 0.2, scores=attn, seed=5)  # the scripts' 1.25 keeps more before the LLM
+    assert int(wide.keep.sum()) > int(out.keep.sum())
 
 
 def test_segments_add_complementary_cuts_at_the_lowest_similarities():

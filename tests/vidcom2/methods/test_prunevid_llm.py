@@ -1,0 +1,148 @@
+"""PruneVid's LLM stage (``MethodInfo.in_llm``): the plan's groups and layer, the selection against the official
+``attn_weights_wo_pos`` + ``process_attention`` (``ref_prunevid``) on the real shrunk prompt, prune == mask mode
+through ``compress`` on every architecture, the retroactive part (the earlier layers decode over the survivors only)
+and the clear error on LLaVA-Video."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import ClassVar
+
+import pytest
+import torch
+
+import vidcom2
+from tests.vidcom2._helpers import assert_restored, generate_compressed
+from tests.vidcom2.methods import ref_prunevid as ref
+from vidcom2 import compress as compress_module
+from vidcom2.adapters import get_adapter
+from vidcom2.stages import in_llm, rebuild
+from vidcom2.testing import tiny
+from vidcom2.types import Selection
+
+ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+NEW = 4
+R = 0.5
+
+
+def _batch(arch, processor):
+    return tiny.inputs(arch, processor, tiny.make_video(4, 112, 140, seed=4), "What moves where?")
+
+
+def _kw(arch):
+    return {"text_rule": "hf5"} if arch.startswith("qwen2") else {}
+
+
+def test_plan_keeps_int_size_times_alpha_per_group_at_the_scaled_layer():
+    m = vidcom2.get_method("prunevid")
+    assert m.info.acts == ("pre_llm", "in_llm") and m.info.single_prompt is not None
+    groups = torch.tensor([[0, 0, 0, 1, 1, -1], [2, 2, 2, 2, 2, -1]])  # sizes 3, 2, 5 (-1: dropped)
+    sel = Selection(keep=groups >= 0, groups=groups)
+    plan = m.plan(R, 32, 10, mrope=False, selections=[sel])
+    assert plan.stages[0].layer == 11 and plan.retroactive and plan.budget == "groups"  # after layer 10 of 32
+    assert plan.groups[0].tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2, 2]
+    assert plan.groups[1].tolist() == [1, 0, 2]  # int(3 * 0.4), int(2 * 0.4), int(5 * 0.4)
+    assert plan.stages[0].keep == 3 and plan.hparams["visual_tokens_llm_kept"] == 3
+    assert m.plan(R, 28, 10, mrope=False, selections=[sel]).stages[0].layer == 10  # round(10 * 28 / 32) = 9, + 1
+    assert m.plan(R, 4, 10, mrope=False, selections=[sel]).stages[0].layer == 2  # the tiny LLM: 1, + 1
+    assert vidcom2.get_method("prunevid", llm_alpha=1.0).plan(R, 32, 10, mrope=False, selections=[sel]).stages == ()
+    with pytest.raises(ValueError, match="selected_layer must be in"):
+        vidcom2.get_method("prunevid", selected_layer=31).plan(R, 32, 10, mrope=False, selections=[sel])
+    with pytest.raises(ValueError, match="one candidate per kept token"):
+        m.plan(R, 32, 12, mrope=False, selections=[sel])
+
+
+def _shrunk(model, batch, r, seed=0):
+    """What compress hands the in-LLM stage: the shrunk prompt's generate kwargs, the Selection and the features."""
+    adapter = get_adapter(model)
+    with torch.no_grad():
+        encoded = adapter.encode(model, batch)
+        sel = vidcom2.apply("prunevid", encoded.feats[0], r, seed=seed)
+        prompt, _ = rebuild.shrink(adapter, model, batch, encoded, [sel], position_mode=adapter.position_modes[0],
+                                   text_rule="hf5")  # fmt: skip
+    drop = (*compress_module._PROMPT_KEYS, *adapter.encoder_inputs)
+    call = {k: v for k, v in batch.items() if k not in drop}
+    return dict(call, **prompt), sel, encoded.feats[0]
+
+
+@pytest.mark.parametrize("arch", ["llava_onevision", "qwen2_5_vl", "qwen3_vl"])
+def test_selection_equals_the_official_process_attention(tiny_model, arch):
+    model, processor = tiny_model(arch)
+    adapter = get_adapter(model)
+    call, sel, feats = _shrunk(model, _batch(arch, processor), R)
+    with torch.no_grad(), in_llm.attach(adapter, model, vidcom2.get_method("prunevid"), R, call,
+                                        selections=[sel]) as state:  # fmt: skip
+        model.generate(**call, max_new_tokens=1, do_sample=False)
+    # the reference: layer 1's input in an unhooked run, its pre-RoPE unmasked attention, the official groups
+    with torch.no_grad():
+        hidden = model(**call, output_hidden_states=True).hidden_states[1]
+        weights = ref.attention_wo_pos(model.model.language_model.layers[1], hidden)
+    sizes = []
+    ref.prunevid(feats, R, torch.Generator().manual_seed(0), sizes=sizes)
+    cols = in_llm.candidates(adapter, model, call).nonzero().squeeze(1)  # the image span, sequence order
+    video = adapter.visual_token_mask(model, call)[0]
+    text_start = int(video.nonzero().max()) + 1
+    text_to_image = weights[:, :, text_start:][..., cols]
+    want = cols[ref.process_attention(text_to_image, *zip(*sizes), alpha=0.4)]
+    got = state.keep[2][torch.isin(state.keep[2], cols)]
+    assert got.numel() == sum(int(s * 0.4) for s, _, _ in sizes) + sum(
+        w * int(d // w * 0.4) for _, d, w in sizes
+    )
+    assert set(got.tolist()) == set(want.tolist())
+    assert_restored(model)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prune_equals_mask_mode_through_compress(tiny_model, arch, monkeypatch):
+    model, processor = tiny_model(arch)
+    batch = _batch(arch, processor)
+    pruned, session = generate_compressed(model, batch, "prunevid", R, NEW, **_kw(arch))
+    with monkeypatch.context() as mp:
+        mp.setitem(compress_module.GENERATE_STAGES, "in_llm", functools.partial(in_llm.generate, mode="mask"))
+        masked, _ = generate_compressed(model, batch, "prunevid", R, NEW, **_kw(arch))
+    assert (torch.stack(pruned.logits) - torch.stack(masked.logits)).abs().max().item() <= 1e-5
+    assert torch.equal(pruned.sequences, masked.sequences)
+    s = session.samples[0]
+    entering, kept = s.visual_tokens_per_layer[0], s.visual_tokens_out
+    assert s.visual_tokens_per_layer == (entering,) * 2 + (kept,) * 2 and kept < entering
+    # layers 0-1 keep their cache entries (hidden on read), layers 2-3 hold only the survivors
+    shrunk, steps = s.prompt_tokens_out, NEW - 1
+    lengths = [layer.keys.shape[-2] for layer in pruned.past_key_values.layers]
+    assert lengths == [shrunk + steps] * 2 + [shrunk - entering + kept + steps] * 2
+    assert_restored(model)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ForwardOnly:
+    """PruneVid's plan without the retroactive part (the comparison for the test below)."""
+
+    info: ClassVar = vidcom2.get_method("prunevid").info
+
+    def plan(self, *args, **kwargs):
+        return dataclasses.replace(vidcom2.get_method("prunevid").plan(*args, **kwargs), retroactive=False)
+
+
+def test_retroactive_pruning_changes_decoding_only(tiny_model):
+    model, processor = tiny_model("qwen2_5_vl")
+    adapter = get_adapter(model)
+    call, sel, _ = _shrunk(model, _batch("qwen2_5_vl", processor), R)
+    outs = []
+    for method in (vidcom2.get_method("prunevid"), _ForwardOnly()):
+        with torch.no_grad(), in_llm.attach(adapter, model, method, R, call, selections=[sel]):
+            outs.append(model.generate(**call, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                                       output_logits=True, return_dict_in_generate=True))  # fmt: skip
+    retro, forward = outs
+    assert torch.equal(retro.logits[0], forward.logits[0])  # the prefill is the same
+    assert not torch.allclose(retro.logits[1], forward.logits[1], atol=1e-4)  # layers 0-1 decode over fewer tokens
+    assert_restored(model)
+
+
+def test_llava_video_refuses_the_llm_stage_clearly(tiny_model):
+    model, processor = tiny_model("llava_video")
+    batch = _batch("llava_video", processor)
+    with pytest.raises(ValueError, match="llm_alpha=1.0"):
+        generate_compressed(model, batch, "prunevid", R, 1)
+    _, session = generate_compressed(model, batch, "prunevid", R, 1, llm_alpha=1.0)
+    assert session.samples[0].visual_tokens_out == session.samples[0].visual_tokens_per_layer[-1]
+    assert_restored(model)
