@@ -37,8 +37,9 @@ layer, mean over heads and queries, pooled like the features: the project's enco
    ``order="sorted"``: every kept token in slot order — the official LLaVA-Video (grid) order, which sorts each
    frame by position with a window's static tokens in its first frame (the newlines are the adapter's).
 
-Deliberate differences (the label): the inner merge never touches layout tokens (LLaVA-OV's video newline, which
-the official image span includes); its attention row is computed in float32 (official: eager attention weights);
+Deliberate differences (the label): the inner merge never touches LLaVA-OV's video newline (the official image
+span includes it; on LLaVA-Video the row newlines left in the shrunk prompt are candidates, as in the official span);
+its attention row is computed in float32 (official: eager attention weights);
 the inner count is the project's ``count`` (at least one token); ``k`` scaled to other depths. Outer: ``r = 1`` keeps every token unchanged (the official code still averages static windows);
 ties (equal attention) go to the lower index; if nothing would be kept at all (every frame static and
 ``round(S * R') = 0``) slot 0 is kept; density noise from ``generator`` in the official call order and shapes
@@ -149,8 +150,8 @@ class HoliTom:
         paper="HoliTom (NeurIPS 2025, arXiv 2505.21334)",
         code="github.com/cokeshao/HoliTom holitom/llava_arch.py (e9b2972)",
         needs=("scores",),
-        approximation="inner merge (layer round(18/28 L)) never touches layout tokens (the official span includes "
-        "LLaVA-OV's newline) and ranks by a float32 attention row; otherwise the official outer and inner merges",
+        approximation="inner merge (layer round(18/28 L)) never touches LLaVA-OV's video newline (the official span "
+        "includes it) and ranks by a float32 attention row; otherwise the official outer and inner merges",
         stochastic=True,
         in_llm=True,
     )

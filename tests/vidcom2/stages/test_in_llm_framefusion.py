@@ -1,9 +1,11 @@
 """FrameFusion inside the LLM on the tiny random models of every architecture: the merge engine
 (vidcom2.stages._merger) in prune mode against the mask-mode reference, and layer by layer against the independent
 reference of the official merge step (tests/vidcom2/methods/ref_framefusion.py) on the hidden states each layer
-really received; KV lengths, per-layer counts, records and clean restoration."""
+really received (before the engine's hook); KV lengths, per-layer counts, records and clean restoration."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -32,7 +34,7 @@ def models():
 
 def _run(model, batch, method, ratio, mode="prune", capture=False):
     adapter = get_adapter(model)
-    seen = {"in": {}, "out": {}}
+    seen = {"in": {}, "raw": {}}
     with in_llm.attach(adapter, model, method, ratio, batch, mode=mode) as state:
         handles = _capture(adapter, model, seen) if capture else []
         try:
@@ -45,28 +47,17 @@ def _run(model, batch, method, ratio, mode="prune", capture=False):
 
 
 def _capture(adapter, model, seen):
-    """Hooks registered after the engine's: each layer's input as the engine handed it, each layer's output, and
-    the LLM input embeddings (prefill only)."""
+    """Two pre-hooks per layer (prefill only): one ahead of the engine's (``prepend``: the states the layer was
+    handed, after Qwen3-VL's DeepStack additions) and one after it (what the engine let into the layer)."""
     handles = []
-
-    def on_text(module, args, kwargs):
-        if kwargs["inputs_embeds"].shape[1] > 1:
-            seen.setdefault("embeds", kwargs["inputs_embeds"][0].detach().clone())
-
-    handles.append(adapter.text_model(model).register_forward_pre_hook(on_text, with_kwargs=True))
     for i, layer in enumerate(adapter.decoder_layers(model)):
-        def pre(module, args, kwargs, i=i):
+        def hook(module, args, kwargs, i=i, key="in"):
             h = args[0] if args else kwargs["hidden_states"]
             if h.shape[1] > 1:
-                seen["in"].setdefault(i, h[0].detach().clone())
+                seen[key].setdefault(i, h[0].detach().clone())
 
-        def post(module, args, kwargs, output, i=i):
-            h = output[0] if isinstance(output, tuple) else output
-            if h.shape[1] > 1:
-                seen["out"].setdefault(i, h[0].detach().clone())
-
-        handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(layer.register_forward_hook(post, with_kwargs=True))
+        handles.append(layer.register_forward_pre_hook(functools.partial(hook, key="raw"), with_kwargs=True, prepend=True))
+        handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
     return handles
 
 
@@ -112,7 +103,7 @@ def _walk(models, arch, bound, ratio=0.5) -> list[str]:
     patch, visual = _patch(model, batch)
     cur, ratios, merging, pending, events = list(range(len(patch))), [], True, None, []
     for layer in range(LAYERS):
-        before = seen["embeds"] if layer == 0 else seen["out"][layer - 1]
+        before = seen["raw"][layer]
         assert before.shape[0] == len(cur)
         if pending is not None:  # the prune: `pending` visual tokens by the row recorded in the previous layer
             row = state.rows[layer - 1]
@@ -133,7 +124,7 @@ def _walk(models, arch, bound, ratio=0.5) -> list[str]:
         assert state.visual_per_layer[layer] == int(visual[torch.tensor(cur)].sum())
     assert state.visual_per_layer[-1] < int(visual.sum()), events
     _WALKS[arch, bound, ratio] = events
-    _EMBEDS[arch] = seen["embeds"]
+    _EMBEDS[arch] = seen["raw"][0]
     return events
 
 

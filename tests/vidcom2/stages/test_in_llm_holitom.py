@@ -57,19 +57,16 @@ def test_layer_k_input_equals_the_official_loop(tiny_model, arch):
     layers = adapter.decoder_layers(model)
     seen = {}
 
-    def out_hook(module, args, kwargs, output):
-        h = output[0] if isinstance(output, tuple) else output
-        if h.shape[1] > 1:
-            seen.setdefault("before", h[0].detach().clone())
-
-    def in_hook(module, args, kwargs):
+    def hook(module, args, kwargs, key):
         h = args[0] if args else kwargs["hidden_states"]
         if h.shape[1] > 1:
-            seen.setdefault("after", h[0].detach().clone())
+            seen.setdefault(key, h[0].detach().clone())
 
     with in_llm.attach(adapter, model, get_method("holitom"), 0.5, batch) as state:
-        handles = [layers[K - 1].register_forward_hook(out_hook, with_kwargs=True),
-                   layers[K].register_forward_pre_hook(in_hook, with_kwargs=True)]  # fmt: skip
+        # ahead of the engine's pre-hook (prepend): the states layer K was handed; after it: what it let in
+        handles = [layers[K].register_forward_pre_hook(functools.partial(hook, key="before"), with_kwargs=True,
+                                                       prepend=True),
+                   layers[K].register_forward_pre_hook(functools.partial(hook, key="after"), with_kwargs=True)]  # fmt: skip
         try:
             model.generate(**batch, max_new_tokens=2, do_sample=False)
         finally:
