@@ -6,6 +6,7 @@ really received (before the engine's hook); KV lengths, per-layer counts, record
 from __future__ import annotations
 
 import functools
+import importlib
 
 import pytest
 import torch
@@ -18,11 +19,14 @@ from vidcom2.budget import keep_highest
 from vidcom2.stages import in_llm
 from vidcom2.testing import tiny
 
+compress_module = importlib.import_module("vidcom2.compress")  # the module (vidcom2.compress is the function)
+
 NEW_TOKENS = 4
 LAYERS = 4
-ARCHS = tiny.ARCHS  # the reference walk; the prune/mask equivalence also runs the MoE variant
-EQUIV_ARCHS = tiny.ALL_ARCHS
-# 1.5: nothing can merge (a prune after layer 0); "mid": 30% of layer 0's similarities are above it (a merge below
+# raw generate() on the prompt (LLaVA-Video needs compress's prompt rewrite: tested through compress below)
+ARCHS = tuple(a for a in tiny.ARCHS if a != "llava_video")  # the reference walk
+EQUIV_ARCHS = (*ARCHS, "qwen3_vl_moe")
+# 1.5: nothing can merge (a prune after layer 0); "mid": 20-40% of layer 0's similarities are above it (a merge below
 # the budget, merging goes on); 0.6 (the default): on these videos more than the budget is similar
 BOUNDS = (1.5, "mid", 0.6)
 
@@ -131,8 +135,8 @@ def _walk(models, arch, bound, ratio=0.5) -> list[str]:
 _EMBEDS: dict = {}
 
 
-def _mid_bound(models, arch, share=0.3) -> float:
-    """A bound halfway between two of layer 0's similarities (reference), with ``share`` of the visual tokens above
+def _mid_bound(models, arch) -> float:
+    """A bound halfway between two of layer 0's similarities (reference), with 20-40% of the visual tokens above
     it: far from every value, so the library and the reference agree on which tokens merge."""
     if arch not in _EMBEDS:
         _walk(models, arch, 1.5)
@@ -140,8 +144,11 @@ def _mid_bound(models, arch, share=0.3) -> float:
     patch, _ = _patch(model, batch)
     _, sim = ref.similarities(_EMBEDS[arch], patch)
     ranked = sorted(sim, reverse=True)
-    k = int(share * sum(p >= 0 for p in patch))
-    assert ranked[k - 1] - ranked[k] > 1e-4, "no gap at the chosen share: pick another"
+    n_vis = sum(p >= 0 for p in patch)
+    # the widest gap between neighbouring similarities with 20-40% of the visual tokens above it
+    k = max(range(int(0.2 * n_vis), int(0.4 * n_vis)), key=lambda j: ranked[j - 1] - ranked[j])
+    # float32 cosines of library and reference differ by ~1e-7 (reduction order): 2e-6 is far enough
+    assert ranked[k - 1] - ranked[k] > 2e-6, "no gap in 20-40%: the similarities are too dense"
     return (ranked[k - 1] + ranked[k]) / 2
 
 
@@ -178,4 +185,17 @@ def test_renumbered_positions_are_refused(models):
     with pytest.raises(ValueError, match="original positions"):
         with in_llm.attach(get_adapter(model), model, get_method("framefusion"), 0.5, batch, position_mode="contiguous"):
             pass
+    assert_restored(model)
+
+
+@pytest.mark.parametrize("arch", ["llava_onevision", "llava_video"])
+def test_prune_equals_mask_mode_through_compress(tiny_model, arch, monkeypatch):
+    model, processor = tiny_model(arch)
+    batch = tiny.inputs(arch, processor, tiny.make_video(4, 112, 140, seed=2), "What moves?")
+    pruned, session = generate_compressed(model, batch, "framefusion", 0.5, NEW_TOKENS)
+    monkeypatch.setitem(compress_module.GENERATE_STAGES, "in_llm", functools.partial(in_llm.generate, mode="mask"))
+    masked, _ = generate_compressed(model, batch, "framefusion", 0.5, NEW_TOKENS)
+    assert_same_generation(pruned, masked)
+    s = session.samples[0]
+    assert s.visual_tokens_out < s.visual_tokens_in and len(s.visual_tokens_per_layer) == LAYERS
     assert_restored(model)
