@@ -156,6 +156,13 @@ class Plan:
         (PruneVid prunes the KV cache of layers 0-10; here a gather on read, ``vidcom2.stages._retro``).
     recycle: ``None`` or an object whose ``merge(hidden, row, pruned, stage, generator)`` turns the pruned tokens into
         ``stage.recycled`` new tokens (SparseVLM v1). decode: a :class:`DecodeStage` or ``None``.
+    merge: ``None`` or a merge recipe (FrameFusion, HoliTom's inner merge) run before every decoder layer from layer 0
+        on until it is done: ``start(num_layers)`` once per prefill, then ``step(state, layer, hidden [n, D],
+        patch [n], row)`` -> :class:`MergeStep` or ``None`` (nothing changes there). ``patch``: each token's in-frame
+        position (-1: not a candidate) when the recipe's ``needs_frames`` is true, else 0 for every candidate;
+        ``row``: the ``score`` row (``where = "attention"``) recorded inside the previous layer's attention over the
+        current tokens when the previous step asked for it (``MergeStep.want_row``), else ``None``. A plan with a merge
+        recipe has no ``stages`` and keeps original positions.
     hparams: the derived numbers worth recording (fractions, schedules, ...).
     """
 
@@ -168,4 +175,20 @@ class Plan:
     recycle: Any = None
     decode: DecodeStage | None = None
     groups: Any = None
+    merge: Any = None
     retroactive: bool = False
+
+
+@dataclass
+class MergeStep:
+    """What a merge recipe does to the ``n`` tokens entering one decoder layer (prefill).
+
+    keep: bool ``[n]``, False for the tokens that leave (only visual candidates may). hidden: ``[n, D]`` the new hidden
+    states (representatives hold the merged value; rows that leave are ignored). done: the recipe does nothing at the
+    later layers. want_row: record the plan's score row inside this layer's attention for the next step.
+    """
+
+    keep: torch.Tensor
+    hidden: torch.Tensor
+    done: bool = False
+    want_row: bool = False

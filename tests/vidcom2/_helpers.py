@@ -7,7 +7,7 @@ from vidcom2.testing import tiny
 # the hyper-parameters that switch off the in-LLM part of a method acting before and inside the LLM
 # (MethodInfo.in_llm), so the pre-LLM equivalence suites check its pre-LLM part alone (the in-LLM part has its own
 # prune-vs-mask tests in tests/vidcom2/methods/test_<name>_llm.py)
-PRE_LLM_ONLY = {"flashvid": {"llm_retention_ratio": 1.0}, "prunevid": {"llm_alpha": 1.0}}
+PRE_LLM_ONLY = {"flashvid": {"llm_retention_ratio": 1.0}, "prunevid": {"llm_alpha": 1.0}, "holitom": {"inner_ratio": 0.0}}
 
 
 def model_batches(seed: int, question: str, text_layers: int = 4):

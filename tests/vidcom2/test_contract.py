@@ -160,4 +160,5 @@ def test_every_method_declares_stage_and_provenance():
         assert info.needs_attention == ("scores" in info.needs)
         assert info.paper and info.code
     # methods acting inside the LLM: in_llm ones and pre-LLM ones with an in-LLM part (MethodInfo.in_llm)
-    assert set(vidcom2.list_methods("in_llm")) == {"fastv", "pdrop", "sparsevlm", "flashvid", "prunevid"}
+    assert set(vidcom2.list_methods("in_llm")) == {"fastv", "framefusion", "pdrop", "sparsevlm", "flashvid", "holitom",
+                                                   "prunevid"}  # fmt: skip

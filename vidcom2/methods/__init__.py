@@ -8,6 +8,7 @@ from vidcom2.methods import (  # noqa: F401  (*_vc2: the baseline ports of the V
     fastvid,
     fastvid_vc2,
     flashvid,
+    framefusion,
     holitom,
     holitom_vc2,
     none,

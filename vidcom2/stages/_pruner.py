@@ -1,8 +1,8 @@
 """The in-LLM pruning engine behind :func:`vidcom2.stages.in_llm.attach`: hooks that slice the prefill sequence at
 each stage of a method's :class:`~vidcom2.types.Plan` and keep the decode steps consistent with the sliced cache.
 
-Knows no method: the plan's score recipe gives the score rows, its recycler (if any) the new tokens; the adapter
-gives RoPE (``rotary``) and family-specific per-token inputs (``prefill_sequence``: Qwen3-VL DeepStack).
+Knows no method: the plan's score recipe gives the score rows, its recycler (if any) the new tokens, its merge
+recipe (if any) the merged hidden states (run by :mod:`vidcom2.stages._merger`); the adapter gives RoPE (``rotary``) and family-specific per-token inputs (``prefill_sequence``: Qwen3-VL DeepStack).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 
 from vidcom2.budget import count, counts, fca_ratios, keep_highest
 from vidcom2.similarity import gaussian_scores
+from vidcom2.stages import _merger, masks
 from vidcom2.stages import _retro as retro
-from vidcom2.stages import masks
 from vidcom2.stages._dispatch import scoped
 
 MODES = ("prune", "mask")
@@ -53,6 +53,13 @@ class PruneState:
     next_id: int = 0
     frame_of: torch.Tensor | None = None  # per-frame budgets: frame index of every prompt position (-1: none)
     frame_s_video: torch.Tensor | None = None  # FCA: [F, N] similarities of the pre-LLM features to the video centre
+    # merge plans (vidcom2.stages._merger): the recipe's state, whether it still merges
+    merge_state: object = None
+    merging: bool = False
+    row_layer: int | None = None  # the layer whose attention records the score row (merge plans)
+    patch: torch.Tensor | None = None  # long [n]: in-frame position of each prompt position (-1: not a candidate)
+    merged: dict = field(default_factory=dict)  # layer -> tokens that left before it (merge plans)
+    kept_cos_sin: tuple | None = None  # (cos, sin) of state.current (merge plans, prune mode)
 
 
 def check_cache(past) -> None:
@@ -115,6 +122,9 @@ class Pruner:
         if not 1 <= self.first or max(self.stages, default=0) >= self.num_layers:
             raise ValueError(f"pruning layers {sorted(self.stages)} must lie in [1, {self.num_layers - 1}]")
         self._check_recycling()
+        if plan.merge is not None:
+            _merger.check(plan, self.position_mode, frame_columns)
+            self.first = 0  # merging starts before layer 0
         if plan.retroactive and (len(self.stages) != 1 or plan.recycle is not None or self.position_mode != "original"):
             raise ValueError(f"{plan.method}: retroactive KV pruning needs one stage, no recycling and original positions")
         if plan.budget not in ("global", "groups") and frame_columns is None:
@@ -141,7 +151,9 @@ class Pruner:
         """Hooks, the attention dispatcher's row callbacks and the adapter's per-token alignment for the block."""
         handles, score = [], self.plan.score
         rows, gathers = {}, {}
-        if score is not None and score.where == "attention":
+        if self.plan.merge is not None:
+            rows = _merger.row_callbacks(self)
+        elif score is not None and score.where == "attention":
             rows = {self.layers[s.layer - 1].self_attn: self._attention_callback(s.layer) for s in self.plan.stages}
         if self.plan.retroactive:  # layers before the stage decode over its survivors only (stages/_retro.py)
             read = retro.reader(self.state, self.first, self.mode, str(self.text_model.config._attn_implementation))
@@ -150,7 +162,8 @@ class Pruner:
         try:
             handles.append(self.text_model.register_forward_pre_hook(self._on_text_forward, with_kwargs=True))
             # from the layer before the first stage on: it records the positions the first scored layer uses
-            for layer_idx in range(self.first - 1 if self.stages else self.num_layers, self.num_layers):
+            start = 0 if self.plan.merge is not None else self.first - 1 if self.stages else self.num_layers
+            for layer_idx in range(start, self.num_layers):
                 hook = self._layer_hook(layer_idx)
                 handles.append(self.layers[layer_idx].register_forward_pre_hook(hook, with_kwargs=True))
             with scoped(self.text_model, rows=rows, gathers=gathers), aligned or contextlib.nullcontext():
@@ -217,6 +230,8 @@ class Pruner:
             state.frame_of[cols.reshape(-1)] = frames
             if plan.budget == "fca":
                 state.frame_s_video = gaussian_scores(embeds[0, cols])[0]
+        if plan.merge is not None:
+            _merger.start(self, embeds)
 
     def _attention_callback(self, stage_layer: int):
         def callback(module, query, key, attention_mask, kwargs):
@@ -262,6 +277,8 @@ class Pruner:
 
     # -- prefill ----------------------------------------------------------------------------------------------------
     def _prefill(self, layer_idx, args, kwargs):
+        if self.plan.merge is not None:
+            return _merger.prefill(self, layer_idx, args, kwargs)
         hidden = args[0] if args else kwargs["hidden_states"]
         local = None  # indices into the incoming (prune-mode) sequence when this layer drops tokens
         if layer_idx in self.stages:

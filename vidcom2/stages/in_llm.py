@@ -12,6 +12,8 @@ causal mask once and hands them to every decoder layer, so pruning needs only:
 - forward pre-hooks on the decoder layers from the first pruning layer on (:mod:`vidcom2.stages._pruner`), which
   slice the hidden states, cos/sin, text position ids and a 4-D mask (prefill), and during decode gather mask
   columns or renumber positions; a ``layer_input`` score (PDrop) is recomputed there from the layer's input;
+- a plan's merge recipe (``Plan.merge``, FrameFusion) runs in those pre-hooks from layer 0 on
+  (:mod:`vidcom2.stages._merger`): merged hidden states, then at most one prune scored inside attention;
 - the adapter's ``prefill_sequence`` (Qwen3-VL: DeepStack rows gathered with the kept indices, spec 5.4).
 
 Layers below the first pruning layer keep the full KV cache; deeper layers keep only the survivors, so the
@@ -127,10 +129,12 @@ def attach(
     video = adapter.visual_token_mask(model, inputs)[0]
     text_start = int(video.nonzero().max()) + 1 if video.any() else None  # e.g. SparseVLM's raters: after the video
     frame_columns = None
-    if plan.budget not in ("global", "groups"):
+    needs_frames = plan.merge is not None and getattr(plan.merge, "needs_frames", False)
+    if plan.budget not in ("global", "groups") or needs_frames:  # per-frame budgets, frame-wise merging: the grid
         found = slots if slots is not None else adapter.video_slots(model, inputs)
         if len(found) != 1:
-            raise ValueError(f"{plan.method} budget={plan.budget!r} supports one video per prompt, got {len(found)}")
+            what = "merging" if plan.merge is not None else f"budget={plan.budget!r}"
+            raise ValueError(f"{plan.method} {what} supports one video per prompt, got {len(found)}")
         frame_columns = found[0].columns
     pruner = Pruner(adapter, model, visual, plan, mode=mode, position_mode=position_mode, text_start=text_start,
                     seed=seed, frame_columns=frame_columns)  # fmt: skip
