@@ -153,15 +153,17 @@ demo-synthetic: install ## the trained tiny model on the synthetic benchmark, va
 
 # LLaVA-OV (docs/synthetic.md): phase 1 (base: all tokens, 1500 steps) into .cache/train_tiny/, then phase 2 (augment:
 # visual-token-removal augmentation, 600 steps) from it into assets/trained_tiny/llava_onevision. Qwen2.5-VL: phase 1
-# only (the committed checkpoint; its phase 2 was not run). CPU, one thread, seeded.
+# only (base, 1000 steps, M-RoPE rope_theta 10) into assets/trained_tiny/qwen2_5_vl. CPU, one thread, seeded; the
+# frozen towers' features are cached in .cache/train_tiny/features (a rerun skips the encoding). Check a checkpoint
+# against its log: `python scripts/train_tiny.py --arch qwen2_5_vl --verify 75` (bit-identical rows + digests).
 TRAIN_ARCHS ?= llava_onevision qwen2_5_vl
-train-tiny: install ## retrain the committed tiny LLaVA-OV (2 phases, ~35 min) and Qwen2.5-VL (~25 min) of assets/trained_tiny (CPU, one thread, seeded; TRAIN_ARCHS=llava_onevision for one)
+TRAIN := $(OFFLINE) $(PY) scripts/train_tiny.py --cache-dir .cache/train_tiny/features
+train-tiny: install ## retrain the committed tiny LLaVA-OV (2 phases, ~35 min) and Qwen2.5-VL (~30 min) of assets/trained_tiny (CPU, one thread, seeded; TRAIN_ARCHS=llava_onevision for one)
 	@for a in $(TRAIN_ARCHS); do \
 	  if [ $$a = llava_onevision ]; then \
-	    $(OFFLINE) $(PY) scripts/train_tiny.py --arch $$a --recipe base --out .cache/train_tiny/$$a-base && \
-	    $(OFFLINE) $(PY) scripts/train_tiny.py --arch $$a --recipe augment --init .cache/train_tiny/$$a-base \
-	      --out assets/trained_tiny/$$a || exit 1; \
-	  else $(OFFLINE) $(PY) scripts/train_tiny.py --arch $$a --recipe base --out assets/trained_tiny/$$a || exit 1; fi; \
+	    $(TRAIN) --arch $$a --recipe base --out .cache/train_tiny/$$a-base && \
+	    $(TRAIN) --arch $$a --recipe augment --init .cache/train_tiny/$$a-base --out assets/trained_tiny/$$a || exit 1; \
+	  else $(TRAIN) --arch $$a --recipe base --out assets/trained_tiny/$$a || exit 1; fi; \
 	done
 
 clean: ## remove generated outputs (keeps the venv and results/paper)

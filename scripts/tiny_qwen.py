@@ -34,7 +34,11 @@ def build(cfg: dict):
     tok = tiny.tokenizer("qwen2_5_vl")
     ids = {t: tok.convert_tokens_to_ids(t) for t in tiny.SPECIAL_TOKENS}
     head = cfg["text_hidden"] // cfg["text_heads"]
-    rope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [head // 8, 3 * head // 16, 3 * head // 16]}
+    # M-RoPE splits the head's 8 frequencies t / h / w = 2 / 3 / 3 (Qwen2.5-VL's 16 / 24 / 24 of 64, scaled): w gets
+    # the lowest ones, theta ** (-10/16 .. -14/16) rad per position; at Qwen's 1e6 they are < 2e-4, so a column is
+    # invisible to the LLM (``rope_theta`` in train_tiny's ARCH_CONFIGS; docs/synthetic.md)
+    rope = {"rope_type": "default", "rope_theta": float(cfg.get("rope_theta", 1e6)),
+            "mrope_section": [head // 8, 3 * head // 16, 3 * head // 16]}
     text = dict(vocab_size=len(tok), hidden_size=cfg["text_hidden"], intermediate_size=cfg["text_intermediate"],
                 num_hidden_layers=cfg["text_layers"], num_attention_heads=cfg["text_heads"],
                 num_key_value_heads=cfg["text_kv_heads"], max_position_embeddings=2048, bos_token_id=None,

@@ -20,7 +20,8 @@ Qwen2.5-VL: ``scripts/tiny_qwen.py``. Fast route: the vision tower keeps its see
 per-frame features (the projector's / merger's input) are computed once per training clip and cached; the rest is
 trained with AdamW on (1) cross-entropy of the answer letter and of the ``<|im_end|>`` after it, the letter also
 from the last 64 prompt positions, and (2) an auxiliary per-visual-token cross-entropy (weight ``aux_weight``): at
-each pooled token the LM head names the colour x quadrant of an object covering >= 1/4 of its 28 x 28 cell, or ``.``.
+each pooled token the LM head names the colour x quadrant of an object covering >= 1/4 of its 28 x 28 cell, or ``.``
+(``aux_object_weight``: an object token's weight in that mean; 8 for Qwen, 1 for LLaVA-OV).
 
 The prompt is the harness's own (LLaVA-OV: ``eval.models.llava_onevision.build_prompt`` around lmms-eval's
 ``mvbench_doc_to_text``; Qwen: lmms-eval's ``Qwen2_5_VL`` messages), so training and ``python -m eval.run`` feed the
@@ -35,6 +36,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -60,8 +62,14 @@ CONFIG = dict(
 # phase 2 (`--recipe augment --init <phase-1 checkpoint>`): visual-token-removal augmentation from phase 1's weights
 AUGMENT = dict(CONFIG, steps=600, lr=1e-3, warmup=30, stages=[[1.0, 1.0, 4, 0.3]], pool=[512])
 RECIPES = {"base": CONFIG, "augment": AUGMENT}
-# the Qwen2.5-VL of `--arch qwen2_5_vl` (scripts/tiny_qwen.py): the same widths and recipes
-ARCH_CONFIGS = {"llava_onevision": {}, "qwen2_5_vl": {"arch": "qwen2_5_vl"}}
+# the Qwen2.5-VL of `--arch qwen2_5_vl` (scripts/tiny_qwen.py): the same widths and recipes, but M-RoPE's
+# rope_theta 10 instead of Qwen's 1e6 (head_dim 16: at 1e6 the w axis turns < 2e-4 rad per column and the LLM cannot
+# tell left from right; at 10 it turns 0.13-0.24 rad per column), an object token weighing 8 background tokens in the
+# auxiliary loss (its tower has no absolute position embedding: a token learns its quadrant from M-RoPE alone, and
+# the ~5% object tokens were drowned by the background), and a 1000-step phase 1 (docs/synthetic.md, History)
+ARCH_CONFIGS = {"llava_onevision": {}, "qwen2_5_vl": {"arch": "qwen2_5_vl", "rope_theta": 10.0,
+                                                      "aux_object_weight": 8.0}}
+ARCH_RECIPES = {("qwen2_5_vl", "base"): {"steps": 1000}}
 # aux class of a pooled token: its object's colour x the quadrant the token lies in (16 letters), or "." (none)
 AUX_TOKENS = {(c, q): "abcdefghijklmnop"[4 * i + q] for i, c in enumerate(sd.COLORS) for q in range(4)}
 AUX_NONE = "."
@@ -165,15 +173,52 @@ def need_masks(clip: sd.Clip, fpg: int = 1) -> np.ndarray:
     return out.reshape(2, -1)
 
 
+def cached_encode(arch, model, processor, clips: list[sd.Clip], key: str, cache: Path | None) -> torch.Tensor:
+    """``arch.encode`` through an optional on-disk cache (``--cache-dir``): the frozen tower's features of a pool are
+    the same for every recipe, so reruns skip the encoding (minutes). The file is keyed by the frozen weights, the
+    pool, the data generator's and the encoder's source and the versions; a hit is checked against a fresh encoding
+    of its first batch (bit for bit), so a stale cache fails loudly instead of training on other features."""
+    if cache is None:
+        return arch.encode(model, processor, clips)
+    import inspect
+    import sys
+
+    import transformers
+
+    h = hashlib.sha256(f"{key}|{torch.__version__}|{transformers.__version__}".encode())
+    h.update(Path(sd.__file__).read_bytes())
+    h.update(Path(inspect.getsourcefile(sys.modules[arch.encode.__module__])).read_bytes())
+    for name, p in sorted(model.named_parameters()):
+        if not p.requires_grad:  # the frozen tower (arch.trainable ran before the pools are made)
+            h.update(name.encode())
+            h.update(p.detach().contiguous().numpy().tobytes())
+    path = Path(cache) / f"{h.hexdigest()[:24]}.pt"
+    if path.exists():
+        feats = torch.load(path)
+        if not torch.equal(arch.encode(model, processor, clips[:16]), feats[:16]):  # the first batch, as computed
+            raise SystemExit(f"error: --cache-dir {cache}: {path.name} does not match a fresh encoding; delete it")
+        return feats
+    feats = arch.encode(model, processor, clips)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(feats, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return feats
+
+
 def make_pool(arch, model, processor, task: str, split: str, n: int, scale: float, offset: int,
-              frames: int = sd.FRAMES) -> dict:
+              frames: int = sd.FRAMES, cache: Path | None = None) -> dict:
     tok = processor.tokenizer
     clips = [sd.make_clip(task, split, offset + k, scale=scale, frames=frames) for k in range(n)]
     answers = torch.tensor([tok.convert_tokens_to_ids(LETTERS[sd.CANDIDATES[task].index(c.answer)]) for c in clips])
     aux = np.stack([aux_labels(c, arch.fpg) for c in clips]).reshape(n, -1)
     aux_ids = torch.tensor(np.vectorize(tok.convert_tokens_to_ids)(aux), dtype=torch.long)
     need = torch.from_numpy(np.stack([need_masks(c, arch.fpg) for c in clips]))
-    return {"feats": arch.encode(model, processor, clips), "answers": answers, "aux": aux_ids, "need": need}
+    feats = cached_encode(arch, model, processor, clips, f"{task}|{split}|{n}|{scale}|{offset}|{frames}", cache)
+    return {"feats": feats, "answers": answers, "aux": aux_ids, "need": need}
 
 
 def keep_mask(gen, mode: str, ratio: float, b: int, frames: int, obj: torch.Tensor | None = None,
@@ -251,9 +296,11 @@ def _masked_ce(logits: torch.Tensor, target: torch.Tensor, w: torch.Tensor | Non
     return (ce * w).sum() / w.sum().clamp(min=1.0)
 
 
-def losses(arch, model, prompt, batch: dict, eos: int, aux_weight: float, deep: int = 0, keep=None):
+def losses(arch, model, prompt, batch: dict, eos: int, aux_weight: float, deep: int = 0, keep=None,
+           obj_weight: float = 1.0, none_id: int = -1):
     """Letter + ``<|im_end|>`` (+ deep supervision) on the samples whose answer is in the kept tokens, and the
-    per-token auxiliary loss on the kept tokens."""
+    per-token auxiliary loss on the kept tokens (``obj_weight``: a token of an object counts that many background
+    tokens in its mean; 1.0 = the plain mean)."""
     logits, vis, last = arch.forward(model, prompt, batch["feats"], batch["answers"], eos, keep)
     n = logits.shape[1] - 2
     aux_t = batch["aux"] if keep is None else batch["aux"][keep].reshape(keep.shape[0], -1)
@@ -261,6 +308,10 @@ def losses(arch, model, prompt, batch: dict, eos: int, aux_weight: float, deep: 
     letter = _masked_ce(logits[:, n - 1], batch["answers"], w)
     stop = _masked_ce(logits[:, n], torch.full_like(batch["answers"], eos), w)
     aux = torch.nn.functional.cross_entropy(logits[:, vis].flatten(0, 1), aux_t.flatten())
+    if obj_weight != 1.0:
+        w_tok = 1.0 + (obj_weight - 1.0) * (aux_t.flatten() != none_id).float()
+        aux = (torch.nn.functional.cross_entropy(logits[:, vis].flatten(0, 1), aux_t.flatten(), reduction="none")
+               * w_tok).sum() / w_tok.sum()
     acc = (logits[:, n - 1].argmax(-1) == batch["answers"]).float().mean()
     loss = letter + stop + aux_weight * aux
     if deep:  # deep supervision: the last ``deep`` prompt positions (text after the video) also predict the letter
@@ -335,8 +386,9 @@ def evaluate(arch, model, ids: dict, pools: dict, eos: int) -> dict[str, dict[st
     return out
 
 
-def train(cfg: dict, log=print):
-    """Train from scratch; returns ``(model, processor, log rows)``. Deterministic for a given environment."""
+def train(cfg: dict, log=print, cache: Path | None = None, stop_after: int | None = None):
+    """Train from scratch (or ``cfg['init']``); returns ``(model, processor, log rows)``. Deterministic for a given
+    environment. ``stop_after``: leave after step ``stop_after`` of the full schedule (``--verify``)."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
@@ -352,9 +404,9 @@ def train(cfg: dict, log=print):
     ids = {(t, f): arch.prompt(processor, t, cfg["post_prompt"], f) for t in sd.TASKS
            for f in sorted({s[2] for s in cfg["stages"]} | {sd.FRAMES})}
     params = arch.trainable(model)
-    pools = [{t: make_pool(arch, model, processor, t, "train", n, scale, 10_000 * i, frames) for t in sd.TASKS}
+    pools = [{t: make_pool(arch, model, processor, t, "train", n, scale, 10_000 * i, frames, cache) for t in sd.TASKS}
              for i, ((_, scale, frames, _), n) in enumerate(zip(cfg["stages"], cfg["pool"]))]
-    val = {t: make_pool(arch, model, processor, t, "val", cfg["val_per_task"], 1.0, 0) for t in sd.TASKS}
+    val = {t: make_pool(arch, model, processor, t, "val", cfg["val_per_task"], 1.0, 0, cache=cache) for t in sd.TASKS}
     rows = [{"event": "cached", "s": round(time.perf_counter() - t0, 1)}]
     log(rows[-1])
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.98))
@@ -372,7 +424,8 @@ def train(cfg: dict, log=print):
             frames = cfg["stages"][stage][2]
             batch = {k: v[pick] for k, v in pool.items()}
             keep = draw_keep(gen, cfg, batch, frames // arch.fpg, none_id, cfg["stages"][stage][3])
-            loss, s = losses(arch, model, ids[task, frames], batch, eos, cfg["aux_weight"], cfg["deep_answer"], keep)
+            loss, s = losses(arch, model, ids[task, frames], batch, eos, cfg["aux_weight"], cfg["deep_answer"], keep,
+                             cfg.get("aux_object_weight", 1.0), none_id)
             (loss / len(sd.TASKS)).backward()
             stats.append(s)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -383,8 +436,11 @@ def train(cfg: dict, log=print):
                    "s": round(time.perf_counter() - t0, 1)}
             if step % 100 == 0 or step == cfg["steps"] - 1:
                 row["val"] = evaluate(arch, model, ids, val, eos)
+            row["sha"] = digest(model)[:16]  # the weights after this step: a rerun's rows prove bit-identity
             rows.append(row)
             log(row)
+        if stop_after is not None and step >= stop_after:  # the row of step `stop_after` is logged (a multiple of 25)
+            break
     model.eval()
     return model, processor, rows
 
@@ -408,6 +464,19 @@ def save(model, processor, cfg: dict, rows: list[dict], out: Path) -> None:
     (out / "weights_sha256.txt").write_text(digest(model) + "\n")
 
 
+def verify(out: Path, steps: int, cache: Path | None) -> int:
+    """``--verify``: 0 when a rerun of steps 0..``steps`` logs exactly the rows of ``out/train_log.jsonl``."""
+    cfg = json.loads((out / "train_config.json").read_text())
+    logged = {r["step"]: r for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "step" in r}
+    rows = [r for r in train(cfg, log=lambda r: None, cache=cache, stop_after=steps)[2] if "step" in r]
+    # every field the log holds but the time (a log written before the digest was logged has no "sha")
+    diff = [r["step"] for r in rows if r["step"] not in logged
+            or any(r.get(k) != v for k, v in logged[r["step"]].items() if k != "s")]
+    print(json.dumps({"checkpoint": str(out), "steps": steps, "rows": [r["step"] for r in rows],
+                      "sha": rows[-1].get("sha"), "identical": not diff, "differ": diff}))
+    return 1 if diff else 0
+
+
 def main() -> None:
     import sys
 
@@ -423,8 +492,14 @@ def main() -> None:
     ap.add_argument("--init", default=None, help="start from this checkpoint's weights (a second training phase)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override one CONFIG entry for an experiment, e.g. --set 'stages=[[1.0, 1.0, 4, 1.0]]'")
+    ap.add_argument("--cache-dir", default=None, help="cache the frozen tower's features of each pool here")
+    ap.add_argument("--verify", type=int, default=None, metavar="N",
+                    help="retrain steps 0..N of --out's own train_config.json (full pools) and compare every "
+                         "logged row but its time (losses, validation, weight digest) with --out's train_log.jsonl")
     args = ap.parse_args()
-    base = dict(RECIPES[args.recipe], **ARCH_CONFIGS[args.arch])
+    if args.verify:
+        raise SystemExit(verify(Path(args.out or f"assets/trained_tiny/{args.arch}"), args.verify, args.cache_dir))
+    base = dict(RECIPES[args.recipe], **ARCH_CONFIGS[args.arch], **ARCH_RECIPES.get((args.arch, args.recipe), {}))
     cfg = dict(base, steps=args.steps or base["steps"])
     out = Path(args.out or f"assets/trained_tiny/{args.arch}")
     for item in args.set:
@@ -439,7 +514,7 @@ def main() -> None:
         digests = [digest(train(cfg, log=lambda r: None)[0]) for _ in range(2)]
         print(json.dumps({"steps": cfg["steps"], "digests": digests, "identical": digests[0] == digests[1]}))
         raise SystemExit(0 if digests[0] == digests[1] else 1)
-    model, processor, rows = train(cfg)
+    model, processor, rows = train(cfg, cache=args.cache_dir)
     save(model, processor, cfg, rows, out)
     print(f"[saved] {out}  weights sha256 {digest(model)[:16]}")
 

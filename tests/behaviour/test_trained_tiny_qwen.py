@@ -1,8 +1,8 @@
 """Behaviour of the committed trained tiny Qwen2.5-VL on the synthetic benchmark (docs/synthetic.md).
 
-Wide-margin facts only: vanilla reads the event and control tasks (>= 85% each) and >= 70% overall; with the visual
-tokens of the temporal patch that holds the event removed, the event task falls to near chance; method ``none``
-through the harness gives exactly the bare model's answers. The bare path is written here, independently of the
+The issue's bar, wide-margin facts only: vanilla answers >= 90% of the test split; with the visual tokens of the
+temporal patch that holds the event removed, the event task falls to near chance; method ``none`` through the
+harness gives exactly the bare model's answers. The bare path is written here, independently of the
 harness and of ``scripts/``: lmms-eval's Qwen2_5_VL conventions (bfloat16 weights, system prompt, video first,
 ``qwen_vl_utils.process_vision_info``), ``model.generate``; the removal test builds the 3-D M-RoPE positions of the
 transformers 4.x rule (text after the video resumes at the largest position + 1) itself.
@@ -64,13 +64,13 @@ def bare_answers(bare, synthetic_videos) -> dict[str, list[str]]:
     return out
 
 
-def test_vanilla_reads_the_video(bare_answers):
-    """The Qwen checkpoint (phase 1 only; measured 100 / 56 / 75 / 100% on event / location / order / control,
-    82.8% overall, in bfloat16) reads the event and the background (>= 85% each) and is far above chance overall
-    (>= 70%). It misses the issue's 90% target: location is barely learnt (docs/synthetic.md)."""
+def test_vanilla_accuracy_at_least_90(bare_answers):
+    """The issue's bar. Measured in bfloat16 (the harness's dtype): 64/64, every task 16/16 (docs/synthetic.md); the
+    bar leaves 6 clips of margin; each task >= 75% (4 clips of margin) guards location, the task the previous
+    checkpoint missed (56%)."""
     acc = {t: np.mean([a.strip() == _letter(c.doc()) for a, c in zip(bare_answers[t], clips)])
            for t, clips in sd.test_clips().items()}
-    assert acc["event"] >= 0.85 and acc["control"] >= 0.85 and np.mean(list(acc.values())) >= 0.70, acc
+    assert np.mean(list(acc.values())) >= 0.90 and min(acc.values()) >= 0.75, acc
 
 
 def _positions(batch, model) -> torch.Tensor:
