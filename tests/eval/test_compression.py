@@ -18,13 +18,13 @@ BASE = ["model=tiny_llava_ov", "benchmark=synthetic_mvbench", "results_dir=/tmp/
 METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
 
 # identity_hash of each config, computed by the code before the method was instantiated from its config (bd335e4's
-# eval/ and conf/, run with today's vidcom2/ and today's conf/method/{flashvid,prunevid}.yaml, which gained in-LLM
-# hyper-parameters since): records written before this change must keep their folder. The base benchmark is the
+# eval/ and conf/, run with today's vidcom2/ and today's conf/method/{flashvid,prunevid,holitom,framefusion}.yaml: the first
+# three gained in-LLM hyper-parameters since, framefusion is new): records written before this change must keep their folder. The base benchmark is the
 # synthetic one, whose config did not change (the tiny_* benchmarks moved to lmms-eval's built-in tasks since).
 GOLDEN = {
     "divprune": "b5dba9da0e", "dycoke": "924c5a16a9", "dycoke_ttm": "4eaffcc1a7", "dycoke_vc2": "4f90fad6b5",
     "evs": "a30cc33b78", "fastv": "cc4c400172", "fastvid": "bbf27f313a", "fastvid_vc2": "86600e3f3f",
-    "flashvid": "5d5100c65c", "holitom": "f9043f94a3", "holitom_vc2": "70bb117a77", "none": "eb3e2f5d0d",
+    "flashvid": "5d5100c65c", "framefusion": "577947631c", "holitom": "2a444d9247", "holitom_vc2": "70bb117a77", "none": "eb3e2f5d0d",
     "pdrop": "a076c41e87", "prunevid": "1b2488b1dd", "random": "24cfa652b1", "sparsevlm": "7358e37aef",
     "uniform": "fbbcf4a77d", "vidcom2": "655d646be5", "visionzip": "cf941331ac", "visionzip_vc2": "ba9f67a4bd",
     "vispruner": "906cf1e13a", "vidcom2_budget_uniform": "10382a61d5", "none_ratio_half": "eb3e2f5d0d", "fastv_qwen25": "91a9d0eff5",
