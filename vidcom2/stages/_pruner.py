@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vidcom2.budget import count, counts, fca_ratios, keep_highest
+from vidcom2.budget import count, counts, fca_ratios
 from vidcom2.similarity import gaussian_scores
 from vidcom2.stages import _merger, masks
 from vidcom2.stages import _retro as retro
+from vidcom2.stages._common import check_cache, layer_counts
 from vidcom2.stages._dispatch import scoped
+from vidcom2.stages.masks import frame_keep, top
 
 MODES = ("prune", "mask")
 POSITION_MODES = ("original", "contiguous")
@@ -60,44 +62,6 @@ class PruneState:
     patch: torch.Tensor | None = None  # long [n]: in-frame position of each prompt position (-1: not a candidate)
     merged: dict = field(default_factory=dict)  # layer -> tokens that left before it (merge plans)
     kept_cos_sin: tuple | None = None  # (cos, sin) of state.current (merge plans, prune mode)
-
-
-def check_cache(past) -> None:
-    """Refuse a cache whose layers cannot hold different lengths (in-LLM and decode pruning need DynamicLayers)."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
-
-    if past is None:
-        return
-    if not isinstance(past, DynamicCache) or not all(type(layer) is DynamicLayer for layer in past.layers):
-        raise ValueError(
-            f"in-LLM pruning needs a DynamicCache of full-attention DynamicLayers (layers hold different lengths "
-            f"after pruning); got {type(past).__name__}. Do not pass cache_implementation='static' or a StaticCache."
-        )
-
-
-def layer_counts(plan, num_layers: int, num_visual: int) -> list[int]:
-    """Visual tokens processed by each decoder layer during prefill, ``[L]`` ints (baselines.md 1)."""
-    out, current, stages = [], num_visual, {s.layer: s.keep + s.recycled for s in plan.stages}
-    for layer in range(num_layers):
-        current = stages.get(layer, current)
-        out.append(current)
-    return out
-
-
-def top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool ``[n]``: the ``k`` highest scores (ties: lower index first), the library's rule."""
-    return keep_highest(scores.float().view(1, -1), torch.tensor([k])).view(-1)
-
-
-def frame_keep(row: torch.Tensor, frame: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
-    """Bool ``[n]``: in each frame ``t`` the ``min(budgets[t], available)`` highest ``row`` entries, where
-    ``frame [n]`` is each candidate's frame index (the per-frame selection of ``budget=uniform|fca``)."""
-    chosen = torch.zeros(row.shape[0], dtype=torch.bool, device=row.device)
-    for t in range(int(budgets.numel())):
-        idx = (frame == t).nonzero().squeeze(1)
-        if idx.numel():
-            chosen[idx] = top(row[idx], min(int(budgets[t]), idx.numel()))
-    return chosen
 
 
 class Pruner:

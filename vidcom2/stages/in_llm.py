@@ -30,8 +30,9 @@ from contextlib import contextmanager
 import torch
 
 from vidcom2.budget import check_ratio
+from vidcom2.stages._common import check_cache, layer_counts
 from vidcom2.stages._dispatch import routes as dispatcher_routes
-from vidcom2.stages._pruner import MODES, POSITION_MODES, Pruner, PruneState, check_cache, layer_counts
+from vidcom2.stages._pruner import MODES, POSITION_MODES, Pruner, PruneState
 
 __all__ = ["MODES", "POSITION_MODES", "PruneState", "attach", "candidates", "check_cache", "check_generate_kwargs",
            "dispatcher_routes", "generate", "layer_counts", "plan_for"]  # fmt: skip

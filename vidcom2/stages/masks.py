@@ -1,4 +1,5 @@
-"""Attention-mask surgery for a pruned sequence (pure tensor functions, no hooks), used by the in-LLM stage.
+"""Attention-mask surgery for a pruned sequence and the per-stage top-k selection (pure tensor functions, no hooks),
+used by the in-LLM stage.
 
 Masks are what transformers hands a decoder layer: 4-D ``[B, 1, q, kv]`` (bool: True = attend; float: additive) or
 a 2-D ``[B, kv]`` 0/1 padding mask (flash backends), or ``None``.
@@ -7,6 +8,8 @@ a 2-D ``[B, kv]`` 0/1 padding mask (flash backends), or ``None``.
 from __future__ import annotations
 
 import torch
+
+from vidcom2.budget import keep_highest
 
 
 def take(mask: torch.Tensor | None, rows: torch.Tensor | None, cols: torch.Tensor) -> torch.Tensor | None:
@@ -58,3 +61,19 @@ def reference_mask(existing, keep: torch.Tensor, q_len: int, kv_len: int, device
     if existing.dtype == torch.bool:
         return existing & allowed
     return existing.masked_fill(~allowed, torch.finfo(existing.dtype).min)
+
+
+def top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool ``[n]``: the ``k`` highest scores (ties: lower index first), the library's rule."""
+    return keep_highest(scores.float().view(1, -1), torch.tensor([k])).view(-1)
+
+
+def frame_keep(row: torch.Tensor, frame: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
+    """Bool ``[n]``: in each frame ``t`` the ``min(budgets[t], available)`` highest ``row`` entries, where
+    ``frame [n]`` is each candidate's frame index (the per-frame selection of ``budget=uniform|fca``)."""
+    chosen = torch.zeros(row.shape[0], dtype=torch.bool, device=row.device)
+    for t in range(int(budgets.numel())):
+        idx = (frame == t).nonzero().squeeze(1)
+        if idx.numel():
+            chosen[idx] = top(row[idx], min(int(budgets[t]), idx.numel()))
+    return chosen
