@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from vidcom2.stages.masks import restrict_kv
+
 
 def reader(state, stage_layer: int, mode: str, backend: str):
     """The dispatcher gather of the layers before ``stage_layer`` for the prune state ``state`` (``PruneState``):
@@ -20,18 +22,6 @@ def reader(state, stage_layer: int, mode: str, backend: str):
         cols = torch.ones(kv, dtype=torch.bool, device=key.device)
         cols[: state.prompt_len] = False
         cols[state.keep[stage_layer].to(key.device)] = True
-        if mode == "prune":
-            idx = cols.nonzero().squeeze(1)
-            if attention_mask is not None:
-                attention_mask = attention_mask[..., -kv:].index_select(-1, idx)
-            return key.index_select(2, idx), value.index_select(2, idx), attention_mask
-        allowed = cols.view(1, 1, 1, kv)
-        if attention_mask is None and backend == "eager":  # eager adds its mask: make it additive
-            attention_mask = torch.zeros(allowed.shape, dtype=key.dtype, device=key.device)
-        if attention_mask is None:
-            return key, value, allowed
-        if attention_mask.dtype == torch.bool:
-            return key, value, attention_mask[..., -kv:] & allowed
-        return key, value, attention_mask[..., -kv:].masked_fill(~allowed, torch.finfo(attention_mask.dtype).min)
+        return restrict_kv(key, value, attention_mask, cols, mode, backend)
 
     return read

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vidcom2.stages import masks
 from vidcom2.stages._dispatch import scoped
 from vidcom2.stages.attention import last_row
 from vidcom2.stages.in_llm import candidates, check_cache, check_generate_kwargs, plan_for
@@ -99,19 +100,7 @@ class _DecodePruner:
         kv, cols = key.shape[2], state.columns
         if cols.numel() != kv:
             raise RuntimeError(f"decode-time pruning: layer cache holds {kv} entries, layer L_d - 1 held {cols.numel()}")
-        if self.mode == "prune":
-            idx = state.index
-            if attention_mask is not None:
-                attention_mask = attention_mask[..., -kv:].index_select(-1, idx)
-            return key.index_select(2, idx), value.index_select(2, idx), attention_mask
-        allowed = cols.view(1, 1, 1, kv)
-        if attention_mask is None and self.backend == "eager":  # eager adds its mask: make it additive
-            attention_mask = torch.zeros(allowed.shape, dtype=key.dtype, device=key.device)
-        if attention_mask is None:
-            return key, value, allowed
-        if attention_mask.dtype == torch.bool:
-            return key, value, attention_mask[..., -kv:] & allowed
-        return key, value, attention_mask[..., -kv:].masked_fill(~allowed, torch.finfo(attention_mask.dtype).min)
+        return masks.restrict_kv(key, value, attention_mask, cols, self.mode, self.backend, idx=state.index)
 
 
 @contextmanager

@@ -77,3 +77,23 @@ def frame_keep(row: torch.Tensor, frame: torch.Tensor, budgets: torch.Tensor) ->
         if idx.numel():
             chosen[idx] = top(row[idx], min(int(budgets[t]), idx.numel()))
     return chosen
+
+
+def restrict_kv(key, value, attention_mask, cols: torch.Tensor, mode: str, backend: str, idx=None):
+    """One layer's key/value read limited to the cache columns ``cols`` (bool ``[kv]``), for the attention
+    dispatcher's gather: ``prune`` selects those columns (``idx``: their indices, computed when not given), ``mask``
+    (the reference) keeps every column and hides the others in the mask (additive for eager attention)."""
+    kv = key.shape[2]
+    if mode == "prune":
+        idx = cols.nonzero().squeeze(1) if idx is None else idx
+        if attention_mask is not None:
+            attention_mask = attention_mask[..., -kv:].index_select(-1, idx)
+        return key.index_select(2, idx), value.index_select(2, idx), attention_mask
+    allowed = cols.view(1, 1, 1, kv)
+    if attention_mask is None and backend == "eager":  # eager adds its mask: make it additive
+        attention_mask = torch.zeros(allowed.shape, dtype=key.dtype, device=key.device)
+    if attention_mask is None:
+        return key, value, allowed
+    if attention_mask.dtype == torch.bool:
+        return key, value, attention_mask[..., -kv:] & allowed
+    return key, value, attention_mask[..., -kv:].masked_fill(~allowed, torch.finfo(attention_mask.dtype).min)
