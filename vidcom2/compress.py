@@ -265,8 +265,6 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
     call.update(prompt)
     timed = _timed(model, rec, generate_fn)
     run = plan.run
-    if stage != "in_llm" and "in_llm" in plan.method.info.acts and not _acts_in_llm(plan, model, kept):
-        run = None  # its in-LLM part keeps everything here (e.g. switched off): the plain generate
     if run is None:
         out = timed(**call)
     else:
@@ -284,15 +282,6 @@ def _generate(model, plan: _Plan, session: Session, generate_fn, kwargs):
         c["new_tokens"] = n
     session.samples += rec.rows(counts)
     return out
-
-
-def _acts_in_llm(plan: _Plan, model, kept) -> bool:
-    """Whether a pre-LLM method's plan does anything inside the LLM for what its selections kept: pruning stages or a
-    merge recipe (``False``: its in-LLM part keeps everything, e.g. switched off)."""
-    num_visual = sum(int(s.keep.sum()) for s in kept)
-    layers = len(plan.adapter.decoder_layers(model))
-    p = in_llm.plan_for(plan.method, plan.ratio, layers, num_visual, mrope=plan.adapter.mrope, selections=kept)
-    return bool(p.stages) or p.merge is not None
 
 
 def _light(sel):

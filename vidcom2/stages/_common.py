@@ -1,6 +1,6 @@
 """Small helpers shared by the in-LLM engine (:mod:`vidcom2.stages._pruner`) and its callers
-(:mod:`vidcom2.stages.in_llm`, :mod:`vidcom2.stages.decode`): the cache check and the per-layer visual-token counts of
-a plan."""
+(:mod:`vidcom2.stages.in_llm`, :mod:`vidcom2.stages.decode`): the cache check, the per-layer visual-token counts of a
+plan, and the hidden states of a decoder layer's pre-hook arguments."""
 
 from __future__ import annotations
 
@@ -25,3 +25,16 @@ def layer_counts(plan, num_layers: int, num_visual: int) -> list[int]:
         current = stages.get(layer, current)
         out.append(current)
     return out
+
+
+def layer_hidden(args: tuple, kwargs: dict):
+    """The hidden states a decoder layer's forward pre-hook receives (first positional argument or keyword)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def with_hidden(args: tuple, kwargs: dict, hidden) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` of a decoder layer's forward pre-hook with ``hidden`` in place of its hidden states."""
+    if args:
+        return (hidden, *args[1:]), kwargs
+    kwargs["hidden_states"] = hidden
+    return args, kwargs

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from vidcom2.stages import masks
+from vidcom2.stages._common import layer_hidden, with_hidden
 
 
 def check(plan, position_mode: str, frame_columns) -> None:
@@ -74,7 +75,7 @@ def prefill(pruner, layer_idx: int, args, kwargs):
     """Forward pre-hook body of decoder layer ``layer_idx`` in prefill: this layer's merge step, then the layer's
     inputs for the current sequence."""
     state = pruner.state
-    hidden = args[0] if args else kwargs["hidden_states"]
+    hidden = layer_hidden(args, kwargs)
     before = state.current
     if state.merging:
         hidden = _merge(pruner, layer_idx, hidden)
@@ -88,11 +89,7 @@ def prefill(pruner, layer_idx: int, args, kwargs):
         state.visual_per_layer[layer_idx] = int(state.visual[keep].sum())
     else:
         pruner._mask_kwargs(kwargs, hidden, keep)
-    if args:
-        args = (hidden, *args[1:])
-    else:
-        kwargs["hidden_states"] = hidden
-    return args, kwargs
+    return with_hidden(args, kwargs, hidden)
 
 
 def _merge(pruner, layer_idx: int, hidden: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from vidcom2.budget import count, counts, fca_ratios
 from vidcom2.similarity import gaussian_scores
 from vidcom2.stages import _merger, masks
 from vidcom2.stages import _retro as retro
-from vidcom2.stages._common import check_cache, layer_counts
+from vidcom2.stages._common import check_cache, layer_counts, layer_hidden, with_hidden
 from vidcom2.stages._dispatch import scoped
 from vidcom2.stages.masks import frame_keep, top
 
@@ -232,7 +232,7 @@ class Pruner:
         """``where="prev_layer_input"``: the row of stage ``layer_idx + 1`` from the input of layer ``layer_idx``
         (PruneVid: layer 10's own attention decides what layers >= 11 see), over the sequence entering it."""
         state = self.state
-        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = layer_hidden(args, kwargs)
         ids = state.current if self.mode == "prune" else torch.arange(hidden.shape[1], device=hidden.device)
         cos, sin = kwargs["position_embeddings"]
         state.rows[layer_idx + 1] = self.plan.score.layer_row(
@@ -243,7 +243,7 @@ class Pruner:
     def _prefill(self, layer_idx, args, kwargs):
         if self.plan.merge is not None:
             return _merger.prefill(self, layer_idx, args, kwargs)
-        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = layer_hidden(args, kwargs)
         local = None  # indices into the incoming (prune-mode) sequence when this layer drops tokens
         if layer_idx in self.stages:
             hidden, local = self._stage(layer_idx, hidden, kwargs)
@@ -256,11 +256,7 @@ class Pruner:
             self._prune_kwargs(kwargs, keep, stage_layer)
         else:
             self._mask_kwargs(kwargs, hidden, keep)
-        if args:
-            args = (hidden, *args[1:])
-        else:
-            kwargs["hidden_states"] = hidden
-        return args, kwargs
+        return with_hidden(args, kwargs, hidden)
 
     def _score_row(self, layer_idx, hidden, kwargs) -> torch.Tensor:
         state, cur = self.state, self.state.current
@@ -366,7 +362,7 @@ class Pruner:
         state = self.state
         keep, prompt_len = state.layer_keep[layer_idx], state.prompt_len
         past = kwargs.get("past_key_values")
-        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = layer_hidden(args, kwargs)
         q_len = hidden.shape[1]
         cache_len = past.layers[layer_idx].get_seq_length() if past is not None else 0
         mask = kwargs.get("attention_mask")

@@ -106,7 +106,7 @@ def check_generate_kwargs(model, kwargs: dict) -> None:
 @contextmanager
 def attach(
     adapter, model, method, retention_ratio: float, inputs: dict, *, slots=None, seed: int = 0,
-    mode: str = "prune", position_mode: str | None = None, selections=None,
+    mode: str = "prune", position_mode: str | None = None, selections=None, plan=None,
 ) -> Iterator[PruneState]:  # fmt: skip
     """Attach ``method``'s in-LLM pruning to ``model`` for the prompt ``inputs`` for the block; undone on exit.
 
@@ -114,7 +114,8 @@ def attach(
     a plan (SparseVLM's clustering noise; the same for every prefill). mode: ``prune`` (real slicing) or ``mask``
     (the reference). position_mode: ``original`` / ``contiguous``; default the plan's rule. selections: for a method
     that acted before the LLM too (``MethodInfo.in_llm``), its Selections of the prompt's videos; ``inputs`` is then
-    the shrunk prompt, whose remaining visual tokens are the candidates (pass ``slots=None``).
+    the shrunk prompt, whose remaining visual tokens are the candidates (pass ``slots=None``). plan: the method's
+    plan for these candidates when the caller built it already (:func:`generate`), else built here.
     Yields a :class:`PruneState` (rows, kept indices, per-layer counts) filled during the forward passes.
     """
     check_generate_kwargs(model, inputs)
@@ -126,7 +127,9 @@ def attach(
             f"{sum(int(s.keep.sum()) for s in selections)} kept tokens: this model's layout tokens (LLaVA-Video's row "
             "newlines) cannot be told apart after the pre-LLM part; switch the method's in-LLM part off (its docs)"
         )
-    plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=adapter.mrope, selections=selections)
+    if plan is None:
+        plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=adapter.mrope,
+                        selections=selections)  # fmt: skip
     video = adapter.visual_token_mask(model, inputs)[0]
     text_start = int(video.nonzero().max()) + 1 if video.any() else None  # e.g. SparseVLM's raters: after the video
     frame_columns = None
@@ -151,9 +154,18 @@ def generate(
 
     recorder: optional :class:`vidcom2.measure.Recorder`; gets ``visual_tokens_out`` (visual tokens in the deepest
     layer, ``R_fin * N``) and ``visual_tokens_layer_avg`` (``sum_l n_l / L``) noted for the sample.
-    options: ``position_mode`` and ``mode``, see :func:`attach`. Returns what ``generate_fn`` returns.
+    options: ``position_mode``, ``mode`` and ``selections``, see :func:`attach`. Returns what ``generate_fn`` returns.
+    A pre-LLM method's in-LLM part (``selections`` given) whose plan has neither stages nor a merge recipe for what
+    the selections kept (e.g. switched off) runs ``generate_fn`` as is, and records nothing here.
     """
-    with attach(adapter, model, method, retention_ratio, kwargs, slots=slots, seed=seed, **options) as state:
+    plan = None
+    if (selections := options.get("selections")) is not None:
+        kept = sum(int(s.keep.sum()) for s in selections)
+        plan = plan_for(method, retention_ratio, len(adapter.decoder_layers(model)), kept, mrope=adapter.mrope,
+                        selections=selections)  # fmt: skip
+        if not plan.stages and plan.merge is None:
+            return generate_fn(**kwargs)
+    with attach(adapter, model, method, retention_ratio, kwargs, slots=slots, seed=seed, plan=plan, **options) as state:
         out = generate_fn(**kwargs)
     _record(recorder, state)
     return out
