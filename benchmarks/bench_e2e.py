@@ -143,9 +143,10 @@ def replicate(batch: dict, copies: int) -> dict:
     return out
 
 
-def measure_throughput(model, batch, args) -> list[dict]:
+def measure_throughput(model, proc, args, dtype) -> list[dict]:
     """Samples/s of greedy generation at each batch size, for vanilla and two methods (r = 0.25), interleaved
     rounds; the per-round ratio to batch 1 of the same method is reported with its spread."""
+    batch = make_inputs(proc, args.throughput_frames, args.device, dtype)
     batches = {b: replicate(batch, b) for b in args.batch_sizes}
     methods = []
     for name in args.throughput_methods:  # in-LLM / decode-time methods refuse batches (the harness falls back)
@@ -157,7 +158,8 @@ def measure_throughput(model, batch, args) -> list[dict]:
     for name in methods:
         r = 1.0 if name == "none" else 0.25
         for b in args.batch_sizes:
-            fns[(name, b)] = (lambda name=name, r=r, b=b: run_once(model, batches[b], name, r, args.new_tokens, args.frames))
+            fns[(name, b)] = (lambda name=name, r=r, b=b: run_once(model, batches[b], name, r, args.new_tokens,
+                                                                     args.throughput_frames))
     times = interleaved_times(fns, args.repeats, 1, args.device)
     out, table = [], []
     for name in methods:
@@ -168,7 +170,8 @@ def measure_throughput(model, batch, args) -> list[dict]:
             out.append({"method": name, "batch_size": b, "samples_per_s": per_round.as_dict(),
                         "vs_batch1": gain.as_dict()})
             table.append([name, b, per_round.cell(3), gain.cell(2)])
-    print(f"\nThroughput (greedy, {args.new_tokens} new tokens, r = 0.25 for methods; the same sample replicated):\n")
+    print(f"\nThroughput ({args.throughput_frames} frames, greedy, {args.new_tokens} new tokens, r = 0.25 for methods; "
+          "the same sample replicated):\n")
     print(markdown_table(["method", "batch", "samples/s", f"vs batch {args.batch_sizes[0]}"], table))
     return out
 
@@ -181,18 +184,24 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.15])
     ap.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all registered)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7,
+                    help="timed rounds (7 or more: the median's bootstrap interval then ignores one disturbed round)")
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--scaling-frames", type=int, nargs="*", default=None,
                     help="default: 8 16 32 64 128 on CUDA, 8 16 32 on CPU")
     ap.add_argument("--batch-sizes", type=int, nargs="*", default=None,
                     help="throughput section: batch sizes (default 1 4 on CPU, 1 4 8 on CUDA; none to skip)")
+    ap.add_argument("--throughput-frames", type=int, default=None,
+                    help="frames of the throughput samples (default: --frames on CUDA, 8 on CPU, where batch 4 of 32 "
+                    "frames costs minutes per round)")
     ap.add_argument("--throughput-methods", nargs="*", default=["none", "vidcom2", "visionzip"],
                     help="methods of the throughput table (in-LLM / decode methods run one prompt per generate: skipped)")
     ap.add_argument("--out", default="results/bench/latest.json")
     args = ap.parse_args(argv)
     if args.batch_sizes is None:
         args.batch_sizes = [1, 4, 8] if args.device.startswith("cuda") else [1, 4]
+    if args.throughput_frames is None:
+        args.throughput_frames = args.frames if args.device.startswith("cuda") else 8
     if args.scaling_frames is None:
         args.scaling_frames = [8, 16, 32, 64, 128] if args.device.startswith("cuda") else [8, 16, 32]
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
@@ -256,9 +265,7 @@ def main(argv=None) -> None:
         lengths = layer_lengths(shape, s0)
         flops_ratio = sum(layer_prefill_flops(shape, n) for n in lengths) / base_flops
         causal_ratio = sum(causal_prefill_flops(shape, n) for n in lengths) / base_causal
-        at_limit = Spread(prefill[v].min / flops_ratio, prefill[v].median / flops_ratio, prefill[v].max / flops_ratio)
-        at_causal = Spread(prefill[v].min / causal_ratio, prefill[v].median / causal_ratio,
-                           prefill[v].max / causal_ratio)  # fmt: skip
+        at_limit, at_causal = prefill[v].scaled(flops_ratio), prefill[v].scaled(causal_ratio)
         mem, growth = memory[v]
         row = {
             "method": name, "retention_ratio": r,
@@ -283,8 +290,8 @@ def main(argv=None) -> None:
                       f"{row['peak_mem_growth_ratio']:.3f}" if row["peak_mem_growth_ratio"] else "–",
                       f"{row['select_overhead_frac']:.4f}"])
     none_overhead = statistics.median(none_times) / statistics.median(bare_times) - 1
-    print("\nVs vanilla (method none), each ratio as median (min-max) of the per-round ratios over "
-          f"{args.repeats} rounds; ! = spread > 10%. at_limit = prefill_ratio / flops_ratio (1.0 = latency falls as "
+    print("\nVs vanilla (method none), each ratio as the median [95% bootstrap interval of the median] of the "
+          f"per-round ratios over {args.repeats} rounds; ! = interval wider than 10% of the median. at_limit = prefill_ratio / flops_ratio (1.0 = latency falls as "
           "much as compute).\n")
     print(markdown_table(["method", "r", "visual tokens", "prefill", "FLOPs", "at_limit", "at_limit (causal)", "decode/token",
                           "peak mem", "activation mem", "select overhead"], table))
@@ -292,7 +299,7 @@ def main(argv=None) -> None:
     if (warning := noise_warning(spreads, "prefill/decode ratios")) is not None:
         print(f"\n{warning}")
 
-    throughput = measure_throughput(model, batch, args) if args.batch_sizes else []
+    throughput = measure_throughput(model, proc, args, dtype) if args.batch_sizes else []
 
     scaling = []
     if args.scaling_frames:

@@ -3,7 +3,7 @@
 Times ``vidcom2.apply`` per method on LLaVA-OV-like ([32, 196, 3584]) and LLaVA-Video-like ([64, 169, 3584]) inputs,
 and VidCom2's selection and FCA's budgets against the frame count (32 ... 256 frames of 196 tokens: time, activation
 memory, growth per doubling, ratio to one read of the features). Every figure is the median of interleaved rounds
-after a warm-up, printed with its min-max spread; spreads over 10% are flagged and a noisy machine is warned about. Writes results/bench/select.json and prints Markdown tables. A benchmark, not a test: numbers depend on the
+after a warm-up, printed with the 95% bootstrap interval of the median; intervals wider than 10% of it are flagged and a noisy machine is warned about. Writes results/bench/select.json and prints Markdown tables. A benchmark, not a test: numbers depend on the
 machine; compare ratios from one run.
 """
 
@@ -70,7 +70,8 @@ def _method_table(args, dtype, rows) -> list:
             table.append([label, m, sec.cell(2), vs[m].cell(2)])
             spreads.append(vs[m])
         print(f"\nSelection time per video [{f},{n},{args.dim}], r={args.ratio}, {args.dtype} on {args.device}; "
-              f"median (min-max) over {args.repeats} rounds, ! = spread > 10%:\n")
+              f"median [95% bootstrap interval of the median] over {args.repeats} rounds, ! = interval > 10% of the "
+              "median:\n")
         print(markdown_table(["layout", "method", "ms", "vs vidcom2 (paired)"], table))
     return spreads
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -20,8 +22,11 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-#: A ratio whose spread over rounds, (max - min) / median, exceeds this is flagged as noise in the tables.
+#: A figure whose 95% interval of the median (bootstrap over rounds, :class:`Spread`) is wider than this share of
+#: the median is flagged as noise in the tables.
 NOISE_THRESHOLD = 0.10
+#: Bootstrap resamples behind :attr:`Spread.lo` / :attr:`Spread.hi` (seeded: the same rounds give the same interval).
+BOOTSTRAP_RESAMPLES = 4000
 
 
 def interleaved_times(fns: dict, repeats: int, warmup: int, device) -> dict[object, list[float]]:
@@ -41,20 +46,50 @@ def interleaved_times(fns: dict, repeats: int, warmup: int, device) -> dict[obje
     return times
 
 
+def median_interval(values: list[float], level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """Percentile-bootstrap interval of the median of ``values``: the median of ``resamples`` resamples (with
+    replacement, ``random.Random(seed)``), and their ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles.
+
+    One disturbed round moves the min-max range but not this interval once there are 7 or more rounds (a resample's
+    median is then the extreme value with probability about 1%); with 3 or 5 rounds it is the min-max range."""
+    n = len(values)
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return meds[int(tail * resamples)], meds[math.ceil((1 - tail) * resamples) - 1]
+
+
 @dataclass(frozen=True)
 class Spread:
-    """min / median / max of one figure over rounds; ``noisy`` when (max - min) / median > :data:`NOISE_THRESHOLD`."""
+    """One figure over rounds: ``median`` with its 95% bootstrap interval ``lo``-``hi`` (:func:`median_interval`)
+    and the raw ``min``-``max``. ``noisy`` when the interval is wider than :data:`NOISE_THRESHOLD` of the median:
+    a figure is trusted when its median is pinned down, not when every round agrees (on a shared 2-core VM the
+    min-max range of 7 idle rounds exceeds 10% for nearly every timing; docs/bench/2026-12-02-select.log)."""
 
     min: float
     median: float
     max: float
+    lo: float
+    hi: float
 
     @classmethod
     def of(cls, values: list[float]) -> Spread:
-        return cls(min(values), statistics.median(values), max(values))
+        values = [float(v) for v in values]
+        lo, hi = median_interval(values)
+        return cls(min(values), statistics.median(values), max(values), lo, hi)
+
+    def scaled(self, divisor: float) -> Spread:
+        """Every figure divided by ``divisor`` (a constant: e.g. a prefill ratio over a FLOPs ratio)."""
+        return Spread(*(x / divisor for x in (self.min, self.median, self.max, self.lo, self.hi)))
 
     @property
     def rel(self) -> float:
+        """Width of the median's 95% interval as a share of the median."""
+        return (self.hi - self.lo) / self.median if self.median else 0.0
+
+    @property
+    def rel_minmax(self) -> float:
         return (self.max - self.min) / self.median if self.median else 0.0
 
     @property
@@ -62,12 +97,13 @@ class Spread:
         return self.rel > NOISE_THRESHOLD
 
     def cell(self, digits: int = 3) -> str:
-        """``median (min-max)``, with a ``!`` when noisy."""
+        """``median [lo-hi]`` (the 95% interval of the median), with a ``!`` when noisy."""
         flag = " !" if self.noisy else ""
-        return f"{self.median:.{digits}f} ({self.min:.{digits}f}-{self.max:.{digits}f}){flag}"
+        return f"{self.median:.{digits}f} [{self.lo:.{digits}f}-{self.hi:.{digits}f}]{flag}"
 
     def as_dict(self) -> dict:
-        return {"min": self.min, "median": self.median, "max": self.max, "rel_spread": self.rel, "noisy": self.noisy}
+        return {"min": self.min, "median": self.median, "max": self.max, "ci95": [self.lo, self.hi],
+                "rel_spread": self.rel, "rel_minmax": self.rel_minmax, "noisy": self.noisy}  # fmt: skip
 
 
 def paired_ratios(times: dict[object, list[float]], base) -> dict[object, Spread]:
@@ -82,9 +118,9 @@ def noise_warning(spreads: list[Spread], what: str) -> str | None:
     if not noisy:
         return None
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"WARNING: the machine was noisy: {len(noisy)} of {len(spreads)} {what} spread more than "
-            f"{NOISE_THRESHOLD:.0%} over rounds (marked !; load average {load}); rerun on a quiet machine or with "
-            "more rounds before quoting them")
+    return (f"WARNING: the machine was noisy: {len(noisy)} of {len(spreads)} {what} have a 95% interval of the "
+            f"median wider than {NOISE_THRESHOLD:.0%} of it (marked !; load average {load}); "
+            "rerun on a quiet machine or with more rounds before quoting them")
 
 
 class RssSampler:

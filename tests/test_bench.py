@@ -7,17 +7,46 @@ import json
 import pytest
 
 from benchmarks import bench_e2e, bench_select
-from benchmarks.common import NOISE_THRESHOLD, Spread, noise_warning, paired_ratios
+from benchmarks.common import NOISE_THRESHOLD, Spread, median_interval, noise_warning, paired_ratios
 
 
-def test_spread_and_noise_flag():
+def test_spread_flags_an_unsettled_median_not_one_disturbed_round():
+    # 3 rounds: every resample's median is one of the 3 values and min / max each come up with probability 7/27
+    # (> 2.5%), so the interval is the min-max range
     s = Spread.of([1.0, 1.2, 0.9])
-    assert (s.min, s.median, s.max) == (0.9, 1.0, 1.2)
-    assert s.rel == pytest.approx(0.3) and s.noisy
+    assert (s.min, s.median, s.max, s.lo, s.hi) == (0.9, 1.0, 1.2, 0.9, 1.2)
+    assert s.rel == pytest.approx(0.3) and s.noisy and s.rel_minmax == pytest.approx(0.3)
     quiet = Spread.of([1.0, 1.02, 0.99])
     assert quiet.rel == pytest.approx(0.03) and not quiet.noisy
-    assert quiet.cell(2) == "1.00 (0.99-1.02)" and s.cell(1).endswith(" !")
+    assert quiet.cell(2) == "1.00 [0.99-1.02]" and s.cell(1).endswith(" !")
     assert NOISE_THRESHOLD == 0.10
+    # 9 rounds, one of them disturbed (2x): the min-max range is 100% of the median, the median's interval is not
+    # (a resample's median is the outlier only when 5 of 9 draws are: P = 0.0006 < 2.5%)
+    rounds = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99, 2.00]
+    one_bad = Spread.of(rounds)
+    assert one_bad.rel_minmax == pytest.approx(1.02, abs=1e-9) and one_bad.hi < 1.05 and not one_bad.noisy
+    # a median that really is uncertain (values spread evenly over +-20%) stays flagged
+    assert Spread.of([0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2]).noisy
+    # dividing by a constant divides every figure (at_limit = prefill ratio / FLOPs ratio)
+    half = one_bad.scaled(2.0)
+    assert (half.lo, half.median, half.hi) == pytest.approx((one_bad.lo / 2, one_bad.median / 2, one_bad.hi / 2))
+    assert half.rel == pytest.approx(one_bad.rel)
+
+
+def test_median_interval_matches_exact_bootstrap_distribution():
+    # independent computation: enumerate all 5^5 resamples of 5 distinct values; the exact 2.5% / 97.5% quantiles
+    # of the resampled median, compared with the seeded Monte-Carlo interval (4000 resamples)
+    import itertools
+    import statistics
+
+    values = [3.0, 1.0, 4.0, 1.5, 9.0]
+    meds = sorted(statistics.median(c) for c in itertools.product(values, repeat=5))
+    exact = (meds[int(0.025 * len(meds))], meds[int(0.975 * len(meds))])
+    assert median_interval(values) == exact == (1.0, 9.0)  # P(median = min) = 5.8% > 2.5%: min-max with 5 rounds
+    seven = [3.0, 1.0, 4.0, 1.5, 9.0, 2.0, 5.0]
+    lo, hi = median_interval(seven)
+    assert (lo, hi) == (1.5, 5.0)  # P(median = 1.0) = P(>= 4 of 7 draws are 1.0) = 1.0% < 2.5%: extremes excluded
+    assert median_interval(seven) == (lo, hi)  # seeded: the same rounds give the same interval
 
 
 def test_paired_ratios_cancel_a_drift_common_to_both_variants():
@@ -33,7 +62,7 @@ def test_paired_ratios_cancel_a_drift_common_to_both_variants():
 def test_noise_warning_counts_noisy_figures():
     assert noise_warning([Spread.of([1, 1, 1])], "ratios") is None
     msg = noise_warning([Spread.of([1, 1, 1]), Spread.of([1, 2, 1.5])], "ratios")
-    assert msg.startswith("WARNING: the machine was noisy: 1 of 2 ratios spread more than 10%")
+    assert msg.startswith("WARNING: the machine was noisy: 1 of 2 ratios have a 95% interval of the median wider than 10%")
 
 
 @pytest.mark.slow
@@ -47,8 +76,8 @@ def test_bench_e2e_smoke_writes_spreads_and_throughput(tmp_path, capsys):
     assert set(rows) == {"none", "vidcom2"}
     spread = rows["vidcom2"]["prefill_ratio_spread"]
     assert spread["min"] <= spread["median"] <= spread["max"] and rows["vidcom2"]["prefill_ratio"] == spread["median"]
-    assert rows["none"]["prefill_ratio_spread"] == {"min": 1.0, "median": 1.0, "max": 1.0, "rel_spread": 0.0,
-                                                    "noisy": False}  # fmt: skip
+    assert rows["none"]["prefill_ratio_spread"] == {"min": 1.0, "median": 1.0, "max": 1.0, "ci95": [1.0, 1.0],
+                                                    "rel_spread": 0.0, "rel_minmax": 0.0, "noisy": False}  # fmt: skip
     assert rows["vidcom2"]["visual_tokens_out"] < rows["vidcom2"]["visual_tokens_in"] == 2 * 196
     tp = {(t["method"], t["batch_size"]): t for t in data["throughput"]}
     assert set(tp) == {("none", 1), ("none", 2), ("vidcom2", 1), ("vidcom2", 2)}  # fastv: one prompt per generate
