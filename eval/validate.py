@@ -46,9 +46,11 @@ def check_compatible(family: str, method, position_mode: str | None = None, rete
 
     ``method``: the method instance (:mod:`eval.compression`). Checks, like ``compress`` does at entry: an adapter
     exists for the family; an explicit ``position_mode`` is one the family's adapter offers (pre-LLM and
-    vision-encoder methods; in-LLM methods follow their own position rule); and for in-LLM methods, when the
-    checkpoint's config is on disk, that the method's pruning layers fit the LLM's depth (the plan
-    ``vidcom2.stages.in_llm.plan_for`` would build at the first sample).
+    vision-encoder methods; in-LLM methods follow their own position rule); and for methods acting inside the LLM
+    (in-LLM methods, and pre-LLM / encoder methods with an in-LLM part, ``MethodInfo.in_llm``: FlashVID, PruneVid,
+    HoliTom), when the checkpoint's config is on disk, that the method's layers fit the LLM's depth (the plan
+    ``vidcom2.stages.in_llm.plan_for`` would build at the first sample; without selections for the latter, which
+    checks their layers, not their per-video counts).
     """
     from vidcom2.adapters import adapter_for, list_adapters
 
@@ -56,7 +58,8 @@ def check_compatible(family: str, method, position_mode: str | None = None, rete
         raise ConfigError(f"model.family={family!r} has no vidcom2 adapter: set model.family to one of "
                           f"{', '.join(list_adapters())}")
     name, stage = method.info.name, method.info.stage
-    depth = llm_depth(pretrained) if (stage == "in_llm" and pretrained) else None
+    in_llm = stage == "in_llm" or method.info.in_llm
+    depth = llm_depth(pretrained) if (in_llm and pretrained) else None
     if depth is not None:
         from vidcom2.stages.in_llm import plan_for
 

@@ -99,3 +99,18 @@ def test_in_llm_layers_beyond_the_llm_depth(no_load, tmp_path):
     with pytest.raises(ConfigError, match=r"4-layer LLM\) cannot run method 'fastv'.*prune_layer"):
         run(cfg("model=tiny_qwen3_vl", "method=fastv", "method.prune_layer=4", f"cache_dir={tmp_path}",
                 f"results_dir={tmp_path}"))
+
+
+@pytest.mark.parametrize("method, key, value, match", [
+    ("flashvid", "pruning_layer", 4, r"pruning_layer must be in \[1, 3\]"),
+    ("prunevid", "selected_layer", 3, r"selected_layer must be in \[0, 2\]"),
+    ("holitom", "inner_layer", 4, r"inner_layer must be in \[1, 3\]"),
+])  # fmt: skip
+def test_in_llm_part_of_a_pre_llm_method_beyond_the_llm_depth(no_load, tmp_path, method, key, value, match):
+    # the layers of a pre-LLM method's in-LLM part are checked before loading too, not at the first sample
+    from vidcom2.testing import tiny
+
+    tiny.save("qwen2_5_vl", tmp_path / "tiny_models" / "qwen2_5_vl")  # a 4-layer LLM
+    with pytest.raises(ConfigError, match=rf"4-layer LLM\) cannot run method '{method}'.*{match}"):
+        run(cfg("model=tiny_qwen2_5_vl", f"method={method}", f"method.{key}={value}", f"cache_dir={tmp_path}",
+                f"results_dir={tmp_path}"))
