@@ -48,11 +48,12 @@ test-gpu: install ## run only the GPU tests (needs CUDA)
 lint: install ## ruff check
 	$(VENV)/bin/ruff check vidcom2 eval tests scripts benchmarks
 
-bench: install ## latency / memory / FLOPs of every method vs vanilla on a Qwen2-0.5B-size LLM (BENCH_ARGS="--size 7b" on GPU)
+bench: install ## latency / memory / FLOPs / throughput of every method vs vanilla on a Qwen2-0.5B-size LLM (BENCH_ARGS="--size 7b" on GPU), then bench-select
 	$(PY) -m benchmarks.bench_e2e $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench_select $(SELECT_ARGS)
 
 bench-select: install ## selection cost of every method on tensors + VidCom2/FCA cost growth with frames (32-256), with spreads; writes results/bench/select.json
-	$(PY) -m benchmarks.bench_select
+	$(PY) -m benchmarks.bench_select $(SELECT_ARGS)
 
 # Paper tables, sweeps and the report (docs/reporting.md). Tiny presets (tiny*) build their offline assets first.
 # Fetch a real benchmark's annotations + videos through lmms-eval's own task code, then verify every video decodes.
