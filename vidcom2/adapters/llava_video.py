@@ -223,7 +223,7 @@ class LlavaVideoAdapter(LlavaModules):
         keep[flat.to(kept.device)] = True
         is_newline = packed_newlines(layout, keep.view(frames, -1))
         out = kept.new_empty(is_newline.numel(), kept.shape[-1])
-        out[~is_newline] = kept  # slots ascend in flat index, and so do the scored entries of seq
+        out[~is_newline] = kept  # in their given order (Selection.order), as shrink fills the kept slots
         out[is_newline] = newline.to(kept.dtype)
         return out
 

@@ -119,8 +119,9 @@ def attach(
     a plan (SparseVLM's clustering noise; the same for every prefill). mode: ``prune`` (real slicing) or ``mask``
     (the reference). position_mode: ``original`` / ``contiguous``; default the plan's rule. selections: for a method
     that acted before the LLM too (``MethodInfo.in_llm``), its Selections of the prompt's videos; ``inputs`` is then
-    the shrunk prompt, whose kept visual tokens are the candidates (``candidates(..., selections=)``; ``slots`` ignored). plan: the method's
-    plan for these candidates when the caller built it already (:func:`generate`), else built here.
+    the shrunk prompt, whose kept visual tokens are the candidates (``candidates(..., selections=)``; ``slots``
+    ignored). plan: the method's plan for these candidates when the caller built it already (:func:`generate`), else
+    built here.
     Yields a :class:`PruneState` (rows, kept indices, per-layer counts) filled during the forward passes.
     """
     check_generate_kwargs(model, inputs)

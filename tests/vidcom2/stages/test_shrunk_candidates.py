@@ -110,3 +110,15 @@ def test_default_answer_is_the_scored_token_mask(tiny_model, arch):
     assert int(got.sum()) == int(sel.keep.sum())
     full = Selection(keep=torch.ones(adapter.video_slots(model, batch)[0].columns.shape, dtype=torch.bool))
     assert torch.equal(adapter.shrunk_candidates(model, batch, [full]), adapter.scored_token_mask(model, batch)[0])
+
+
+def test_attach_refuses_a_prompt_the_selections_did_not_shrink(tiny_model):
+    # the count check stays as a safety net: the uncompressed prompt with a selection that dropped tokens
+    model, processor = tiny_model("llava_onevision")
+    batch = _batch("llava_onevision", processor)
+    adapter = get_adapter(model)
+    keep = torch.zeros(adapter.video_slots(model, batch)[0].columns.shape, dtype=torch.bool)
+    keep[:, :10] = True
+    with pytest.raises(ValueError, match="shrunk_candidates marks .* pass the prompt these selections shrank"):
+        with in_llm.attach(adapter, model, vidcom2.get_method("flashvid"), 0.25, batch, selections=[Selection(keep)]):
+            pass
