@@ -29,7 +29,7 @@ class MethodInfo:
         PruneVid's layer-10 pruning): ``compress`` runs its selection, shrinks the prompt, then runs its
         ``plan(retention_ratio, num_layers, num_visual, *, mrope, selections)`` on the shrunk prompt, where
         ``num_visual`` is the number of visual tokens that REMAIN after the pre-LLM selection (the candidates: the shrunk
-        prompt's visual tokens the adapter tells from the ids; refused where layout tokens cannot be told apart) and ``selections`` the
+        prompt's kept tokens, the adapter's ``shrunk_candidates``, never layout tokens) and ``selections`` the
         pre-LLM :class:`Selection` of each of the prompt's videos (prompt order); positions are those the pre-LLM
         part left (the plan's ``position_mode`` applies to the shrunk prompt).
     """

@@ -189,6 +189,14 @@ class Adapter(Protocol):
         """bool ``[B, L]``: the video tokens a method may drop, from ``input_ids`` alone (without slots; LLaVA-OV:
         without its newline)."""
 
+    def shrunk_candidates(self, model: nn.Module, inputs: dict, selections: list) -> torch.Tensor:
+        """bool ``[L]``: the in-LLM candidates of row 0 of a prompt shrunk before the LLM (``stages.rebuild.shrink``)
+        by ``selections`` (one :class:`~vidcom2.types.Selection` per video, prompt order): exactly the kept tokens,
+        in sequence order, never a layout token. Asked by ``stages.in_llm`` for a method acting before and inside the
+        LLM (``MethodInfo.in_llm``). Families without layout tokens inside a shrunk run answer
+        :meth:`scored_token_mask` (LLaVA-OV: its one newline ends the run; Qwen: none); LLaVA-Video's row newlines
+        carry the video token id, so it marks the kept entries of the packed layout its ``pack`` fed."""
+
     def layer_query_key(self, layer: nn.Module, hidden: torch.Tensor) -> tuple:
         """Decoder ``layer``'s attention inputs recomputed from the hidden states entering it, ``hidden [1, n, D]``:
         its input norm, then the last token's query and every token's key, split into heads (Qwen3: q/k-normed),

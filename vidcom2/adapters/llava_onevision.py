@@ -72,6 +72,11 @@ class LlavaModules:
         """bool ``[B, L]``: the video tokens a method may drop, from ``input_ids`` alone (no slots)."""
         return self.visual_token_mask(model, inputs)
 
+    def shrunk_candidates(self, model: nn.Module, inputs: dict, selections: list) -> torch.Tensor:
+        """bool ``[L]``: row 0's in-LLM candidates of a prompt shrunk by ``selections``; no layout token sits inside
+        a shrunk run (LLaVA-OV's newline ends it), so :meth:`scored_token_mask` of the ids (LLaVA-Video overrides)."""
+        return self.scored_token_mask(model, inputs)[0].clone()
+
     def prefill_sequence(self, model: nn.Module, current):
         """Nothing per-token besides the hidden states to keep aligned with a pruned prefill (no DeepStack)."""
         return contextlib.nullcontext()

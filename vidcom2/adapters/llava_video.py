@@ -139,6 +139,18 @@ def rewrite_prompt(inputs: dict, *, video_token_id: int, pad_token_id: int = 0, 
     return type(inputs)({**inputs, "input_ids": new_ids, "attention_mask": new_am})  # dict or BatchFeature
 
 
+def packed_newlines(layout: GridLayout, keep: torch.Tensor) -> torch.Tensor:
+    """bool ``[K + F * rows]``: True where one video's packed run (its LLM features in sequence order, what
+    :meth:`LlavaVideoAdapter.sequence` builds and ``pack`` scatters) holds a row newline, False at its ``K`` kept
+    tokens. keep: bool ``[F, rows * cols]``. The newlines go where ``layout.newline_order`` puts them; a video that
+    keeps every token is laid out as the uncompressed prompt (a newline after each row) whatever the order."""
+    if bool(keep.all()):
+        # nothing dropped (method "none", ratio 1): the uncompressed LLaVA-Video layout, whatever the order
+        layout = GridLayout(layout.rows, layout.cols, newline_order="row")
+    seq = layout.sequence(keep)
+    return seq % layout.tokens_per_frame % (layout.cols + 1) == layout.cols
+
+
 class LlavaVideoAdapter(LlavaModules):
     encoder_inputs = ("pixel_values_videos",)
 
@@ -209,13 +221,9 @@ class LlavaVideoAdapter(LlavaModules):
         layout = self.layout(model)
         keep = torch.zeros(frames * layout.scored_per_frame, dtype=torch.bool, device=kept.device)
         keep[flat.to(kept.device)] = True
-        if bool(keep.all()):
-            # nothing dropped (method "none", ratio 1): the uncompressed LLaVA-Video layout, whatever the order
-            layout = GridLayout(layout.rows, layout.cols, newline_order="row")
-        seq = layout.sequence(keep.view(frames, -1))
-        is_newline = seq % layout.tokens_per_frame % (layout.cols + 1) == layout.cols
-        out = kept.new_empty(seq.numel(), kept.shape[-1])
-        out[~is_newline] = kept  # slots ascend in flat index, and so do the scored entries of seq
+        is_newline = packed_newlines(layout, keep.view(frames, -1))
+        out = kept.new_empty(is_newline.numel(), kept.shape[-1])
+        out[~is_newline] = kept  # in their given order (Selection.order), as shrink fills the kept slots
         out[is_newline] = newline.to(kept.dtype)
         return out
 
@@ -230,3 +238,23 @@ class LlavaVideoAdapter(LlavaModules):
 
     def full_positions(self, model: nn.Module, inputs: dict, *, text_rule: str = "hf5") -> torch.Tensor:
         return text_positions(attention_mask(inputs))[None]
+
+    def shrunk_candidates(self, model: nn.Module, inputs: dict, selections: list) -> torch.Tensor:
+        """bool ``[L]`` of row 0 of a prompt shrunk by ``selections`` (one per video, prompt order): the kept tokens
+        of each video's run of video tokens, not its row newlines (:func:`packed_newlines`, the layout ``pack``
+        fed). Every newline carries the video token id, so the ids alone cannot tell them apart."""
+        video = self.visual_token_mask(model, inputs)[0]
+        cols = video.nonzero().squeeze(1)
+        if any(sel is None for sel in selections):
+            raise ValueError("shrunk_candidates needs every video's Selection (None: keep all is not supported here)")
+        layout = self.layout(model)
+        runs = [~packed_newlines(layout, sel.keep.to(cols.device).bool()) for sel in selections]
+        if sum(r.numel() for r in runs) != cols.numel():
+            raise ValueError(
+                f"the prompt holds {cols.numel()} video tokens but its selections pack "
+                f"{sum(r.numel() for r in runs)} (kept tokens + {layout.rows} row newlines per frame): pass the "
+                "prompt these selections shrank"
+            )
+        mask = torch.zeros_like(video)
+        mask[cols] = torch.cat(runs)
+        return mask

@@ -229,6 +229,11 @@ class QwenVLAdapter:
         """Every video token may be dropped (no layout tokens inside a video's run)."""
         return self.visual_token_mask(model, inputs)
 
+    def shrunk_candidates(self, model: nn.Module, inputs: dict, selections: list) -> torch.Tensor:
+        """bool ``[L]``: row 0's in-LLM candidates of a prompt shrunk by ``selections``: :meth:`scored_token_mask`
+        (no layout tokens in a video's run)."""
+        return self.scored_token_mask(model, inputs)[0].clone()
+
     def prefill_sequence(self, model: nn.Module, current):
         """Qwen3-VL: while the block is open, a prefill whose hidden states were pruned (``current()``: the original
         indices of the sequence a layer processes) gets ``visual_pos_masks`` and the DeepStack rows gathered with

@@ -46,8 +46,8 @@ On ``x [F, n, D]`` with ``scores [F, n]``:
 Deliberate differences: ``r = 1`` keeps every token unchanged (no in-LLM stage either); the in-LLM scores are
 float32 (the official code rounds the probabilities to the model dtype before the head mean) and ties go to the
 lower index (``torch.topk``); the in-LLM candidates are the kept visual tokens (LLaVA-OV: without its video newline,
-as the official span); on LLaVA-Video only the vision-side part runs (``llm_retention_ratio=1.0``: its row newlines
-cannot be told apart in the shrunk prompt); the default layer is scaled to the depth; a one-frame segment clusters only its non-selected
+as the official span; LLaVA-Video: without its row newlines, which the adapter places, ``shrunk_candidates``); the
+default layer is scaled to the depth; a one-frame segment clusters only its non-selected
 tokens (the official code clusters the whole frame again, so a centre can duplicate an ADTS token's position); a
 token is never picked twice by ``attn_div_v2`` (the official loop does not exclude picks); complementary cuts never
 repeat a cut (no empty segment); ties go to the lower index; density noise from ``generator`` (one ``[1, m]`` draw
@@ -178,8 +178,8 @@ class FlashVID:
         code="github.com/Fanziyang-v/FlashVID flashvid/utils.py (1d37422)",
         needs=("scores",),
         approximation="both stages as the scripts (expansion 1.25, in-LLM keep 0.3 at layer 20 of 28; the layer is "
-        "scaled to other depths); in-LLM scores in float32 with lower-index ties; LLaVA-Video: the vision-side part "
-        "only; a one-frame segment clusters only its unselected tokens",
+        "scaled to other depths); in-LLM scores in float32 with lower-index ties; a one-frame segment clusters only "
+        "its unselected tokens",
         stochastic=True,
         in_llm=True,
     )

@@ -38,8 +38,7 @@ layer, mean over heads and queries, pooled like the features: the project's enco
    frame by position with a window's static tokens in its first frame (the newlines are the adapter's).
 
 Deliberate differences (the label): the inner merge never touches LLaVA-OV's video newline (the official image
-span includes it); on LLaVA-Video the inner merge is refused (its row newlines cannot be told apart from kept tokens in
-the shrunk prompt; ``inner_ratio=0`` runs the outer part);
+span includes it), nor LLaVA-Video's row newlines (layout tokens placed by the adapter, ``shrunk_candidates``);
 its attention row is computed in float32 (official: eager attention weights);
 the inner count is the project's ``count`` (at least one token); ``k`` scaled to other depths. Outer: ``r = 1`` keeps every token unchanged (the official code still averages static windows);
 ties (equal attention) go to the lower index; if nothing would be kept at all (every frame static and
@@ -152,8 +151,8 @@ class HoliTom:
         code="github.com/cokeshao/HoliTom holitom/llava_arch.py (e9b2972)",
         needs=("scores",),
         approximation="inner merge (layer round(18/28 L)) never touches LLaVA-OV's video newline (the official span "
-        "includes it), ranks by a float32 attention row, and is refused on LLaVA-Video (inner_ratio=0 there); "
-        "otherwise the official outer and inner merges",
+        "includes it) nor LLaVA-Video's row newlines, and ranks by a float32 attention row; otherwise the official "
+        "outer and inner merges",
         stochastic=True,
         in_llm=True,
     )

@@ -47,8 +47,8 @@ run (the official code needs ``F >= 7`` and fails on zero clusters); ties in the
 density noise from ``generator`` in the official call order and shapes (the segmentation first, then per window
 the static merge before the dynamic ones); the official code draws from the global RNG. In the LLM: scores in
 float32 (official: the model dtype), ties to the lower index, text queries after the last video token, LLaVA-OV's
-video newline never pruned, the KV cache hidden rather than freed; PLLaVA only upstream, so the layer is scaled;
-on LLaVA-Video only the pre-LLM part runs (``llm_alpha=1.0``: its row newlines cannot be told apart after shrinking).
+video newline and LLaVA-Video's row newlines never pruned (layout tokens, not in any group), the KV cache hidden
+rather than freed; PLLaVA only upstream, so the layer is scaled.
 """
 
 from __future__ import annotations
@@ -264,8 +264,7 @@ class PruneVid:
         group_of = torch.cat(group_of)
         if group_of.numel() != num_visual:
             raise ValueError(f"prunevid: its LLM stage needs one candidate per kept token, the prompt has {num_visual} "
-                             f"for {group_of.numel()} (LLaVA-Video's row newlines are candidates there); run the "
-                             "pre-LLM part alone with llm_alpha=1.0 on this model")  # fmt: skip
+                             f"for {group_of.numel()} kept by the selections: plan it for the prompt they shrank")  # fmt: skip
         keep = torch.tensor([int(s * self.llm_alpha) for s in torch.bincount(group_of).tolist()])  # official int()
         hp["visual_tokens_llm_kept"] = int(keep.sum())
         stage = Stage(k + 1, int(keep.sum()))

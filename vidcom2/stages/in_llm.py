@@ -58,7 +58,7 @@ def plan_for(method, retention_ratio: float, num_layers: int, num_visual: int | 
     return method.plan(r, num_layers, num_visual, mrope=mrope)
 
 
-def candidates(adapter, model, inputs: dict, slots=None) -> torch.Tensor:
+def candidates(adapter, model, inputs: dict, slots=None, selections=None) -> torch.Tensor:
     """bool ``[L]``: the prompt columns that are pruning candidates (every video token of row 0 except the ones
     the adapter always keeps, e.g. LLaVA-OV's video newline).
 
@@ -66,7 +66,12 @@ def candidates(adapter, model, inputs: dict, slots=None) -> torch.Tensor:
     them they are read from ``inputs`` (needs ``pixel_values_videos``). Slots whose columns do not all land on
     video tokens of ``inputs`` (another layout, e.g. before left padding was dropped), or no slots and no pixels:
     the adapter's ``scored_token_mask`` (video tokens minus layout tokens, from the ids alone).
+    selections: for a prompt shrunk before the LLM by these Selections (one per video, prompt order), the adapter's
+    ``shrunk_candidates`` (the kept tokens; layout tokens inside a shrunk run, e.g. LLaVA-Video's row newlines,
+    are placed by the adapter, so the ids alone may not tell them); ``slots`` are then ignored.
     """
+    if selections is not None:
+        return adapter.shrunk_candidates(model, inputs, selections).bool()
     ids = inputs["input_ids"]
     video = adapter.visual_token_mask(model, inputs)[0]
     if slots is None and inputs.get("pixel_values_videos") is not None:
@@ -114,18 +119,19 @@ def attach(
     a plan (SparseVLM's clustering noise; the same for every prefill). mode: ``prune`` (real slicing) or ``mask``
     (the reference). position_mode: ``original`` / ``contiguous``; default the plan's rule. selections: for a method
     that acted before the LLM too (``MethodInfo.in_llm``), its Selections of the prompt's videos; ``inputs`` is then
-    the shrunk prompt, whose remaining visual tokens are the candidates (pass ``slots=None``). plan: the method's
-    plan for these candidates when the caller built it already (:func:`generate`), else built here.
+    the shrunk prompt, whose kept visual tokens are the candidates (``candidates(..., selections=)``; ``slots``
+    ignored). plan: the method's plan for these candidates when the caller built it already (:func:`generate`), else
+    built here.
     Yields a :class:`PruneState` (rows, kept indices, per-layer counts) filled during the forward passes.
     """
     check_generate_kwargs(model, inputs)
     layers = adapter.decoder_layers(model)
-    visual = candidates(adapter, model, inputs, slots)
+    visual = candidates(adapter, model, inputs, slots, selections)
     if selections is not None and int(visual.sum()) != sum(int(s.keep.sum()) for s in selections):
-        raise ValueError(
-            f"{method.info.name}: the shrunk prompt has {int(visual.sum())} in-LLM candidates for "
-            f"{sum(int(s.keep.sum()) for s in selections)} kept tokens: this model's layout tokens (LLaVA-Video's row "
-            "newlines) cannot be told apart after the pre-LLM part; switch the method's in-LLM part off (its docs)"
+        raise ValueError(  # a safety net: the adapter's shrunk_candidates must name exactly the kept tokens
+            f"{method.info.name}: the adapter's shrunk_candidates marks {int(visual.sum())} in-LLM candidates for "
+            f"{sum(int(s.keep.sum()) for s in selections)} kept tokens of the selections: pass the prompt these "
+            "selections shrank (stages.rebuild.shrink), or fix the adapter's shrunk_candidates"
         )
     if plan is None:
         plan = plan_for(method, retention_ratio, len(layers), int(visual.sum()), mrope=adapter.mrope,

@@ -1,6 +1,7 @@
 """FlashVID's in-LLM stage (``MethodInfo.in_llm``): the plan's layer and counts from the official scripts, the
 selection against the official ``fastv_prune`` on transformers' eager attention (``ref_flashvid.llm_keep``), prune ==
-mask mode through ``compress`` on every architecture FlashVID supports, and the recorded retention counts."""
+mask mode through ``compress`` on every architecture FlashVID supports (LLaVA-Video: both newline orders), and the
+recorded retention counts."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 import vidcom2
 from tests.vidcom2._helpers import assert_restored, generate_compressed
 from tests.vidcom2.methods import ref_flashvid as ref
-from vidcom2.adapters import get_adapter
+from vidcom2.adapters import adapter_for, get_adapter
 from vidcom2.stages import in_llm
 from vidcom2.testing import tiny
 from vidcom2.types import Selection
@@ -22,8 +23,9 @@ from vidcom2.types import Selection
 compress_module = importlib.import_module("vidcom2.compress")  # the module (vidcom2.compress is the function)
 
 # FlashVID upstream: LLaVA-OV, LLaVA-Video, Qwen2.5-VL, Qwen3-VL; the project's other Qwen classes share the seam
-# (LLaVA-Video: its vision-side part only, see test_llava_video_runs_the_vision_side_part_only)
 ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+# (arch, LLaVA-Video newline order): its row newlines are never candidates, in either order
+CASES = [(a, None) for a in ARCHS] + [("llava_video", "after_frame"), ("llava_video", "row")]
 NEW = 4
 
 
@@ -31,7 +33,9 @@ def _batch(arch, processor):
     return tiny.inputs(arch, processor, tiny.make_video(4, 112, 140, seed=3), "What moves where?")
 
 
-def _kw(arch):
+def _kw(arch, order=None):
+    if order is not None:
+        return {"adapter": adapter_for(arch, newline_order=order)}
     return {"text_rule": "hf5"} if arch.startswith("qwen2") else {}
 
 
@@ -89,14 +93,14 @@ def test_in_llm_selection_equals_the_official_fastv_prune(tiny_model, arch):
     assert_restored(model)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_prune_equals_mask_mode_through_compress_and_counts(tiny_model, arch, monkeypatch):
+@pytest.mark.parametrize("arch, order", CASES)
+def test_prune_equals_mask_mode_through_compress_and_counts(tiny_model, arch, order, monkeypatch):
     model, processor = tiny_model(arch)
     batch = _batch(arch, processor)
-    pruned, session = generate_compressed(model, batch, "flashvid", 0.25, NEW, **_kw(arch))
+    pruned, session = generate_compressed(model, batch, "flashvid", 0.25, NEW, **_kw(arch, order))
     with monkeypatch.context() as mp:
         mp.setitem(compress_module.GENERATE_STAGES, "in_llm", functools.partial(in_llm.generate, mode="mask"))
-        masked, _ = generate_compressed(model, batch, "flashvid", 0.25, NEW, **_kw(arch))
+        masked, _ = generate_compressed(model, batch, "flashvid", 0.25, NEW, **_kw(arch, order))
     assert (torch.stack(pruned.logits) - torch.stack(masked.logits)).abs().max().item() <= 1e-5
     assert torch.equal(pruned.sequences, masked.sequences)
     s = session.samples[0]
@@ -104,23 +108,12 @@ def test_prune_equals_mask_mode_through_compress_and_counts(tiny_model, arch, mo
     kept = math.ceil(entering * 0.3)
     assert s.visual_tokens_per_layer == (entering,) * 3 + (kept,)  # layer 20 of 28 -> 3 of 4
     assert (s.visual_tokens_out, s.visual_tokens_layer_avg) == (kept, (3 * entering + kept) / 4)
-    if arch == "llava_onevision":
-        # what entered the LLM is exactly what the vision-side part alone keeps (the seam's num_visual)
-        _, alone = generate_compressed(model, batch, "flashvid", 0.25, 1, llm_retention_ratio=1.0)
+    if arch.startswith("llava"):
+        # what entered the LLM is exactly what the vision-side part alone keeps (the seam's num_visual): on
+        # LLaVA-Video its kept tokens, without the 13 row newlines per frame
+        _, alone = generate_compressed(model, batch, "flashvid", 0.25, 1, llm_retention_ratio=1.0, **_kw(arch, order))
+        assert alone.samples[0].visual_tokens_per_layer is None  # no in-LLM stage: the plain generate
         assert alone.samples[0].visual_tokens_out == entering
-        frames, n = 4, 196
+        frames, n = 4, 169 if arch == "llava_video" else 196
         assert entering <= frames * math.ceil(n * 0.25 * 1.25) and s.visual_tokens_in == frames * n
-    assert_restored(model)
-
-
-def test_llava_video_runs_the_vision_side_part_only(tiny_model):
-    # its row newlines cannot be told apart from kept tokens in the shrunk prompt: a clear error, and the
-    # vision-side part alone (llm_retention_ratio=1.0) runs as a plain generate (tests/vidcom2/adapters/test_llava_video)
-    model, processor = tiny_model("llava_video")
-    batch = _batch("llava_video", processor)
-    with pytest.raises(ValueError, match="cannot be told apart"):
-        generate_compressed(model, batch, "flashvid", 0.25, 1)
-    _, session = generate_compressed(model, batch, "flashvid", 0.25, 1, llm_retention_ratio=1.0)
-    s = session.samples[0]
-    assert s.visual_tokens_per_layer is None and 0 < s.visual_tokens_out < s.visual_tokens_in
     assert_restored(model)

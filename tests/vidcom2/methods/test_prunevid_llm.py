@@ -1,7 +1,7 @@
 """PruneVid's LLM stage (``MethodInfo.in_llm``): the plan's groups and layer, the selection against the official
 ``attn_weights_wo_pos`` + ``process_attention`` (``ref_prunevid``) on the real shrunk prompt, prune == mask mode
-through ``compress`` on every architecture, the retroactive part (the earlier layers decode over the survivors only)
-and the clear error on LLaVA-Video."""
+through ``compress`` on every architecture (LLaVA-Video: both newline orders, per-layer counts against the plan) and
+the retroactive part (the earlier layers decode over the survivors only)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 import vidcom2
 from tests.vidcom2._helpers import assert_restored, generate_compressed
 from tests.vidcom2.methods import ref_prunevid as ref
-from vidcom2.adapters import get_adapter
+from vidcom2.adapters import adapter_for, get_adapter
 from vidcom2.stages import in_llm, rebuild
 from vidcom2.testing import tiny
 from vidcom2.types import Selection
@@ -24,6 +24,8 @@ from vidcom2.types import Selection
 compress_module = importlib.import_module("vidcom2.compress")  # the module (vidcom2.compress is the function)
 
 ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+# (arch, LLaVA-Video newline order): its row newlines are in no group and never candidates, in either order
+CASES = [(a, None) for a in ARCHS] + [("llava_video", "after_frame"), ("llava_video", "row")]
 NEW = 4
 R = 0.5
 
@@ -32,7 +34,9 @@ def _batch(arch, processor):
     return tiny.inputs(arch, processor, tiny.make_video(4, 112, 140, seed=4), "What moves where?")
 
 
-def _kw(arch):
+def _kw(arch, order=None):
+    if order is not None:
+        return {"adapter": adapter_for(arch, newline_order=order)}
     return {"text_rule": "hf5"} if arch.startswith("qwen2") else {}
 
 
@@ -55,9 +59,9 @@ def test_plan_keeps_int_size_times_alpha_per_group_at_the_scaled_layer():
         m.plan(R, 32, 12, mrope=False, selections=[sel])
 
 
-def _shrunk(model, batch, r, seed=0):
+def _shrunk(model, batch, r, seed=0, adapter=None):
     """What compress hands the in-LLM stage: the shrunk prompt's generate kwargs, the Selection and the features."""
-    adapter = get_adapter(model)
+    adapter = adapter or get_adapter(model)
     with torch.no_grad():
         encoded = adapter.encode(model, batch)
         sel = vidcom2.apply("prunevid", encoded.feats[0], r, seed=seed)
@@ -68,11 +72,12 @@ def _shrunk(model, batch, r, seed=0):
     return dict(call, **prompt), sel, encoded.feats[0]
 
 
-@pytest.mark.parametrize("arch", ["llava_onevision", "qwen2_5_vl", "qwen3_vl"])
-def test_selection_equals_the_official_process_attention(tiny_model, arch):
+@pytest.mark.parametrize("arch, order", [("llava_onevision", None), ("qwen2_5_vl", None), ("qwen3_vl", None),
+                                         ("llava_video", "after_frame"), ("llava_video", "row")])  # fmt: skip
+def test_selection_equals_the_official_process_attention(tiny_model, arch, order):
     model, processor = tiny_model(arch)
-    adapter = get_adapter(model)
-    call, sel, feats = _shrunk(model, _batch(arch, processor), R)
+    adapter = adapter_for(arch, newline_order=order) if order else get_adapter(model)
+    call, sel, feats = _shrunk(model, _batch(arch, processor), R, adapter=adapter)
     with torch.no_grad(), in_llm.attach(adapter, model, vidcom2.get_method("prunevid"), R, call,
                                         selections=[sel]) as state:  # fmt: skip
         model.generate(**call, max_new_tokens=1, do_sample=False)
@@ -92,7 +97,9 @@ def test_selection_equals_the_official_process_attention(tiny_model, arch):
         weights = ref.attention_wo_pos(layer, seen[0])
     sizes = []
     ref.prunevid(feats, R, torch.Generator().manual_seed(0), sizes=sizes)
-    cols = in_llm.candidates(adapter, model, call).nonzero().squeeze(1)  # the image span, sequence order
+    # the image span without layout tokens, in sequence order: the official concatenation (Selection.order)
+    cols = in_llm.candidates(adapter, model, call, selections=[sel]).nonzero().squeeze(1)
+    assert cols.numel() == int(sel.keep.sum())  # LLaVA-Video: its row newlines are not in the span
     video = adapter.visual_token_mask(model, call)[0]
     text_start = int(video.nonzero().max()) + 1
     text_to_image = weights[:, :, text_start:][..., cols]
@@ -105,14 +112,14 @@ def test_selection_equals_the_official_process_attention(tiny_model, arch):
     assert_restored(model)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_prune_equals_mask_mode_through_compress(tiny_model, arch, monkeypatch):
+@pytest.mark.parametrize("arch, order", CASES)
+def test_prune_equals_mask_mode_through_compress(tiny_model, arch, order, monkeypatch):
     model, processor = tiny_model(arch)
     batch = _batch(arch, processor)
-    pruned, session = generate_compressed(model, batch, "prunevid", R, NEW, **_kw(arch))
+    pruned, session = generate_compressed(model, batch, "prunevid", R, NEW, **_kw(arch, order))
     with monkeypatch.context() as mp:
         mp.setitem(compress_module.GENERATE_STAGES, "in_llm", functools.partial(in_llm.generate, mode="mask"))
-        masked, _ = generate_compressed(model, batch, "prunevid", R, NEW, **_kw(arch))
+        masked, _ = generate_compressed(model, batch, "prunevid", R, NEW, **_kw(arch, order))
     assert (torch.stack(pruned.logits) - torch.stack(masked.logits)).abs().max().item() <= 1e-5
     assert torch.equal(pruned.sequences, masked.sequences)
     s = session.samples[0]
@@ -122,6 +129,10 @@ def test_prune_equals_mask_mode_through_compress(tiny_model, arch, monkeypatch):
     shrunk, steps = s.prompt_tokens_out, NEW - 1
     lengths = [layer.keys.shape[-2] for layer in pruned.past_key_values.layers]
     assert lengths == [shrunk + steps] * 2 + [shrunk - entering + kept + steps] * 2
+    if order is not None:  # the counts the plan names: the selection's kept tokens, then int(size * 0.4) per group
+        _, sel, _ = _shrunk(model, batch, R, adapter=_kw(arch, order)["adapter"])
+        sizes = torch.bincount(sel.groups.reshape(-1)[sel.flat_indices()]).tolist()
+        assert (entering, kept) == (int(sel.keep.sum()), sum(int(n * 0.4) for n in sizes))
     assert_restored(model)
 
 
@@ -149,13 +160,3 @@ def test_retroactive_pruning_changes_decoding_only(tiny_model):
     assert not torch.allclose(retro.logits[1], forward.logits[1], atol=1e-4)  # layers 0-1 decode over fewer tokens
     assert_restored(model)
 
-
-def test_llava_video_refuses_the_llm_stage_clearly(tiny_model):
-    model, processor = tiny_model("llava_video")
-    batch = _batch("llava_video", processor)
-    with pytest.raises(ValueError, match="cannot be told apart"):
-        generate_compressed(model, batch, "prunevid", R, 1)
-    _, session = generate_compressed(model, batch, "prunevid", R, 1, llm_alpha=1.0)  # the plain generate
-    s = session.samples[0]
-    assert s.visual_tokens_per_layer is None and 0 < s.visual_tokens_out < s.visual_tokens_in
-    assert_restored(model)

@@ -26,7 +26,7 @@ from vidcom2.types import MethodInfo, Plan, Selection, Stage
 
 compress_module = importlib.import_module("vidcom2.compress")  # the module (vidcom2.compress is the function)
 
-ARCHS = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+ARCHS = ("llava_onevision", "llava_video", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 NEW = 4
 SEEN: list = []  # (num_visual, selections) of every plan() call of the probe
 
