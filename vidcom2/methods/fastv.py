@@ -10,6 +10,10 @@ keep the full KV cache. Defaults: ``K = 2`` (paper title setting). ``retention_r
 ``budget_mode``: ``final`` (default, ``rho = r``: the deep layers hold ``r`` of the tokens) or ``layer_avg``
 (``rho = (r*L - K) / (L - K)``, so the layer-averaged retention is ``r``; error below the floor ``K/L``).
 
+dtype: the row is computed in float32 from the model-dtype query and keys; the official code ranks by eager attention
+weights in the model dtype (logits and probabilities rounded to bf16, a bf16 head mean), so in bf16 near-equal
+tokens at the cut-off may differ (the one documented difference: ``tests/vidcom2/methods/test_llm_rows_bf16.py``).
+
 ``budget``: ``global`` (default, official: the top tokens over the whole video), or per-frame budgets, ``uniform``
 (``count(rho, N)`` per frame) or ``fca`` (VidCom2's Frame Compression Adjustment, paper Figure 5 "FastV + FCA").
 The paper does not say how it grafted FCA onto FastV; the reading here: the per-frame budgets come from FCA on the

@@ -15,11 +15,15 @@ retention is ``r``; error below the floor ``l_1/L``). Positions are renumbered c
 The official schedule (``scripts/v1_5/pdrop_eval/*.sh`` at 6444f30: ``--layer_list '[8,16,24]'
 --image_token_ratio_list "[0.5,0.25,0.125]"``, i.e. lambda = 0.5 on a 32-layer LLM) is this method with
 ``layers=(8, 16, 24)`` (or the quarter-depth default, equal at L = 32) and ``retention_ratio=0.125`` in ``final``
-mode: ``lambda = 0.125**(1/3) = 0.5`` exactly, fractions 0.5 / 0.25 / 0.125 of ``N``. The one remaining
+mode: ``lambda = 0.125**(1/3) = 0.5`` exactly, fractions 0.5 / 0.25 / 0.125 of ``N``. In float32 the one remaining
 difference is the count: :func:`stage_counts` gives both rules; they agree whenever ``N * lambda**s`` is an integer
 or its fractional part is below 0.5 (LLaVA-OV: ``N = 196 F`` with F even), otherwise ``round`` keeps one token
 more per stage. :meth:`PDrop.plan` applies the project's ``count`` (or ``counting="truncate"``), and the stages'
 score is :class:`RecomputedRow`; ``vidcom2.stages.in_llm`` runs the plan.
+
+dtype: the score row is computed in float32 from the model-dtype query and keys (after RoPE in the model dtype, as
+upstream); the official ``pdrop_rank_drop`` rounds the logits and the probabilities to the model dtype, so in bf16
+near-equal tokens at the cut-off may differ (the one documented difference: ``tests/vidcom2/methods/test_llm_rows_bf16.py``).
 """
 
 from __future__ import annotations

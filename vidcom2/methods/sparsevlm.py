@@ -23,6 +23,9 @@ ICML 2025, arXiv 2410.04417. Official code: github.com/Gumpest/SparseVLMs
   ``budget_mode="layer_avg"``: ``a`` solved so that the layer-averaged retention ``sum_l n_l / (L N)`` is the
   largest value not above ``r`` (error below the floor: every layer up to the first pruning layer sees all N).
   The official counts truncate and keep ``min(k, n - 1)``; here ``count`` rounds and ``k >= n`` keeps everything.
+- **dtype**: the rater rows, the raters' relevance and the clustering are computed in float32; the official code
+  works in the model dtype, so in bf16 near-equal tokens at the cut-off may differ
+  (``tests/vidcom2/methods/test_llm_rows_bf16.py`` asserts that this is the only difference of the rows).
 
 - **v2** (``version=2``, SparseVLM+, official ``USE_VERSION=2_0``): the rater probabilities are divided by a RoPE
   "gravity" term (the post-RoPE logit of all-ones q/k at the same positions), only the ``heads`` (official 14) heads
