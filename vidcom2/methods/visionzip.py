@@ -18,6 +18,10 @@ compares with) differ in two ways, both available here as options: the per-frame
 instead of ``round(r*196)`` = 20/29/39/49), and the kept tokens are concatenated dominant-first (``:180``: dominant
 tokens in position order, then the contextual tokens in target order; ``order="dominant_first"``), which changes
 positions under contiguous renumbering.
+
+dtype: the key cosines and the merge are computed in float32 and rounded once; the official code works in the model
+dtype, so in bf16 a contextual token can be assigned to another target (the kept tokens are the same; the one
+documented difference: ``tests/vidcom2/methods/test_visionzip_bf16.py``).
 """
 
 from __future__ import annotations
