@@ -54,8 +54,8 @@ def inputs(seed: int):
 
 
 def repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
-    b, h, n, d = x.shape
-    return x[:, :, None].expand(b, h, heads // h, n, d).reshape(b, heads, n, d)
+    """transformers' ``repeat_kv``: each KV head repeated for its ``heads // kv`` query heads."""
+    return x.repeat_interleave(heads // x.shape[1], dim=1)
 
 
 def eager_weights(q: torch.Tensor, k: torch.Tensor, scaling: float) -> torch.Tensor:

@@ -39,7 +39,8 @@ def official(x, scores, keys, k, dtype):
     x, scores, keys = x.to(dtype), scores.to(dtype), keys.to(dtype)
     dominant, contextual = split_budget(k)
     dom = scores.topk(dominant).indices
-    rest = torch.tensor([i for i in range(x.shape[0]) if i not in set(dom.tolist())])
+    dominant_ids = set(dom.tolist())
+    rest = torch.tensor([i for i in range(x.shape[0]) if i not in dominant_ids])
     step = rest.numel() // contextual
     target_pos = torch.arange(contextual) * step
     is_target = torch.zeros(rest.numel(), dtype=torch.bool)
